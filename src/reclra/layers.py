@@ -1,0 +1,166 @@
+"""The recording layer type and the per-operator local update (SPEC §1, DESIGN "Layers").
+
+A :class:`Layer` is one representation point ``ℓ`` of a network::
+
+    h_ℓ = op_ℓ(z*_{ℓ−1}) (+ z*_{ℓ−g} when the layer closes a residual block)
+    z_ℓ = f_ℓ(h_ℓ),   z*_ℓ = g_ℓ(z_ℓ)
+
+Everything that is not a representation point (flatten, pooling, batch-norm) lives inside ``op``.
+A network is a sequence of layers; :class:`Trace` holds what a training forward pass recorded
+(operator input, ``h``, ``z``, ``z*``) for every layer, without keeping any state in the modules.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from reclra.activations import Activation, get_activation
+
+__all__ = ["INITS", "Layer", "Trace", "init_weight", "local_update"]
+
+
+class Layer(nn.Module):
+    """One representation point: an operator, an activation and an optional residual input.
+
+    Args:
+        op: the operator ``h = op(z_in)`` (``nn.Linear``, a conv stack, a pseudo-conv, …).
+        activation: name or :class:`~reclra.activations.Activation`.
+        skip_from: index ``k`` of the representation ``z*_k`` added to ``h`` (residual output
+            layer with gap ``g = ℓ − k``); ``None`` for a plain layer.
+        out_shape: shape of ``h`` for one example (default: ``(op.out_features,)``).
+    """
+
+    def __init__(
+        self,
+        op: nn.Module,
+        activation: str | Activation,
+        *,
+        skip_from: int | None = None,
+        out_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        self.op = op
+        self.activation = get_activation(activation)
+        self.skip_from = skip_from
+        if out_shape is None:
+            if not isinstance(op, nn.Linear):
+                raise ValueError("out_shape is required for operators other than nn.Linear")
+            out_shape = (op.out_features,)
+        self.out_shape = tuple(out_shape)
+
+    @property
+    def size(self) -> int:
+        """Number of units ``n_ℓ`` (the flattened size of ``h``)."""
+        return math.prod(self.out_shape)
+
+    def pre_activation(self, z_in: Tensor, skip: Tensor | None = None) -> Tensor:
+        """``h = op(z_in) (+ skip)``."""
+        h = self.op(z_in)
+        return h if skip is None else h + skip
+
+    def forward(self, z_in: Tensor, skip: Tensor | None = None) -> Tensor:
+        """``z* = g(f(op(z_in) + skip))``."""
+        return self.activation(self.pre_activation(z_in, skip))
+
+    def extra_repr(self) -> str:
+        skip = "" if self.skip_from is None else f", skip_from={self.skip_from}"
+        return f"activation={self.activation.name}{skip}"
+
+
+@dataclass
+class Trace:
+    """What a forward pass recorded, indexed by layer ``ℓ = 1 … L`` (index 0 is the input).
+
+    ``inp[ℓ]`` operator input ``z*_{ℓ−1}``; ``h[ℓ]`` pre-activation (residual input included);
+    ``z[ℓ]`` ``f(h)``, where targets live; ``out[ℓ]`` ``z* = g(z)``, what the next layer sees.
+    """
+
+    inp: list[Tensor | None] = field(default_factory=list)
+    h: list[Tensor | None] = field(default_factory=list)
+    z: list[Tensor | None] = field(default_factory=list)
+    out: list[Tensor] = field(default_factory=list)
+
+    @property
+    def depth(self) -> int:
+        """Number of layers ``L``."""
+        return len(self.h) - 1
+
+    @property
+    def logits(self) -> Tensor:
+        """Output pre-activation ``h_L``."""
+        h = self.h[-1]
+        assert h is not None
+        return h
+
+
+def local_update(layer: Layer, z_in: Tensor, cotangent: Tensor, *, scale: float = 1.0) -> None:
+    """Write the local update of ``layer``'s own parameters into their ``.grad`` (accumulating).
+
+    The update is the vector–Jacobian product of ``op`` alone w.r.t. its parameters, at its recorded
+    input ``z_in`` (detached), with cotangent ``cotangent`` on ``h`` (SPEC §1). Batch means: the
+    cotangent is divided by the batch size. For a dense layer this is ``ΔW = mean e z_inᵀ`` and
+    ``Δb = mean e``, computed by a GEMM fast path; every other operator goes through autograd on the
+    operator alone (it never differentiates through another layer or through φ).
+    """
+    e = cotangent * (scale / cotangent.shape[0])
+    op = layer.op
+    if isinstance(op, nn.Linear):
+        _accumulate(op.weight, e.t() @ z_in)  # (n_out, B) @ (B, n_in)
+        if op.bias is not None:
+            _accumulate(op.bias, e.sum(0))
+        return
+    params = [p for p in op.parameters() if p.requires_grad]
+    if not params:
+        return
+    with torch.enable_grad():
+        h = op(z_in.detach())
+        grads = torch.autograd.grad(h, params, grad_outputs=e.view_as(h), allow_unused=True)
+    for p, g in zip(params, grads, strict=True):
+        if g is not None:
+            _accumulate(p, g)
+
+
+def _accumulate(p: Tensor, g: Tensor) -> None:
+    if p.grad is None:
+        p.grad = g.detach().clone()
+    else:
+        p.grad.add_(g)
+
+
+def _gaussian(w: Tensor, std: float) -> None:
+    nn.init.normal_(w, 0.0, std) if std > 0 else nn.init.zeros_(w)
+
+
+def _uniform(w: Tensor, _std: float) -> None:
+    fan_in = w[0].numel() if w.dim() > 1 else w.shape[0]
+    bound = 1.0 / math.sqrt(fan_in)
+    nn.init.uniform_(w, -bound, bound)
+
+
+def _xavier(w: Tensor, _std: float) -> None:
+    nn.init.xavier_uniform_(w)
+
+
+def _orthogonal(w: Tensor, _std: float) -> None:
+    nn.init.orthogonal_(w)
+
+
+INITS = {"gaussian": _gaussian, "uniform": _uniform, "xavier": _xavier, "orthogonal": _orthogonal}
+"""Weight initialisations: Gaussian N(0, std²) (std 0 = null init), uniform ±1/√n_in, Xavier,
+orthogonal."""
+
+
+def init_weight(w: Tensor, scheme: str, std: float = 0.05) -> None:
+    """Initialise a weight tensor in place with a named scheme (see :data:`INITS`)."""
+    try:
+        fn = INITS[scheme]
+    except KeyError:
+        raise ValueError(f"unknown init {scheme!r}; choose from {sorted(INITS)}") from None
+    if std < 0:
+        raise ValueError(f"init std must be >= 0, got {std}")
+    with torch.no_grad():
+        fn(w, std)

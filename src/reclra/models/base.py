@@ -1,0 +1,95 @@
+"""The network type every learning rule works on: layers in forward order, recorded in a trace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from reclra.layers import Layer, Trace
+
+__all__ = ["Block", "LayeredNet"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A residual block: its output layer (the "meta-representation") and its support layers."""
+
+    output: int
+    support: tuple[int, ...]
+
+
+class LayeredNet(nn.Module):
+    """A feedforward network as a sequence of :class:`~reclra.layers.Layer` (``ℓ = 1 … L``).
+
+    Layer ``ℓ`` reads ``z*_{ℓ−1}`` (``z*_0 = x``, flattened to ``(B, D)``) and, if it closes a
+    residual block, adds ``z*_{skip_from}``. The last layer's activation is the softmax; calling
+    the network returns the logits ``h_L``. Subclasses only build the layers (and name the blocks).
+
+    Args:
+        layers: the layers, bottom to top.
+        input_shape: shape of one example (e.g. ``(1, 28, 28)``); inputs arrive flattened.
+        blocks: residual blocks, for the ``blocks`` error pathway.
+    """
+
+    def __init__(
+        self,
+        layers: list[Layer],
+        *,
+        input_shape: tuple[int, ...],
+        blocks: tuple[Block, ...] = (),
+    ) -> None:
+        super().__init__()
+        if not layers:
+            raise ValueError("a network needs at least one layer")
+        self.layers = nn.ModuleList(layers)
+        self.input_shape = tuple(input_shape)
+        self.blocks = tuple(blocks)
+        for ell, layer in enumerate(self.layers, start=1):
+            if layer.skip_from is not None and not 0 <= layer.skip_from < ell:
+                raise ValueError(
+                    f"layer {ell} takes a residual input from {layer.skip_from}, "
+                    f"which is not an earlier representation"
+                )
+
+    @property
+    def num_layers(self) -> int:
+        """``L``, the index of the output layer."""
+        return len(self.layers)
+
+    def layer(self, ell: int) -> Layer:
+        """Layer ``ℓ`` (1-based, as in the papers)."""
+        return self.layers[ell - 1]
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether any layer samples in its forward pass (Bernoulli units)."""
+        return any(layer.activation.stochastic for layer in self.layers)
+
+    def trace(self, x: Tensor) -> Trace:
+        """Forward pass recording ``(input, h, z, z*)`` of every layer."""
+        t = Trace(inp=[None], h=[None], z=[None], out=[x.flatten(1)])
+        for ell, layer in enumerate(self.layers, start=1):
+            z_in = t.out[ell - 1]
+            skip = None if layer.skip_from is None else t.out[layer.skip_from]
+            h = layer.pre_activation(z_in, skip)
+            z = layer.activation.f(h)
+            t.inp.append(z_in)
+            t.h.append(h)
+            t.z.append(z)
+            t.out.append(layer.activation.g(z))
+        return t
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``h_L`` of a batch ``x`` of shape ``(B, D)`` or ``(B, *input_shape)``."""
+        return self.trace(x).logits
+
+    @torch.no_grad()
+    def predict_proba(self, x: Tensor, *, samples: int = 100) -> Tensor:
+        """Class posteriors; averaged over ``samples`` forward passes for stochastic networks."""
+        if not self.stochastic:
+            return torch.softmax(self(x), dim=1)
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        return sum(torch.softmax(self(x), dim=1) for _ in range(samples)) / samples

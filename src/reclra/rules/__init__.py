@@ -1,0 +1,38 @@
+"""Learning rules: one interface (``compute_grads`` fills ``.grad``), built by name."""
+
+from __future__ import annotations
+
+from reclra.models.base import LayeredNet
+from reclra.registry import Registry
+from reclra.rules.backprop import Backprop
+from reclra.rules.base import Rule, StepStats, SynapseDict
+from reclra.rules.feedback_alignment import DFA, FA
+from reclra.rules.rec_lra import RecLRA
+
+__all__ = [
+    "DFA",
+    "FA",
+    "RULES",
+    "Backprop",
+    "RecLRA",
+    "Rule",
+    "StepStats",
+    "SynapseDict",
+    "build_rule",
+    "rule_names",
+]
+
+RULES: Registry[Rule] = Registry("rule")
+RULES.register("rec-lra", "reclra")(RecLRA)
+RULES.register("backprop", "bp")(Backprop)
+RULES.register("fa")(FA)
+RULES.register("dfa")(DFA)
+
+
+def build_rule(name: str, net: LayeredNet, **options) -> Rule:
+    """Build a registered rule for ``net`` (options are checked against the rule's arguments)."""
+    return RULES.build(name, net, **options)
+
+
+def rule_names() -> list[str]:
+    return RULES.names()

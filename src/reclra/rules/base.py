@@ -1,0 +1,115 @@
+"""The rule interface: ``compute_grads(x, y)`` writes update directions into ``.grad``.
+
+A rule never changes a weight; a stock ``torch.optim`` optimizer over :meth:`Rule.parameters`
+(the model's parameters plus the rule's learnable synapses) applies the directions. A rule is an
+``nn.Module`` holding the network, so ``rule.state_dict()`` carries the model, the learnable error
+synapses and the fixed feedback matrices (buffers) together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from reclra.layers import init_weight
+from reclra.models.base import LayeredNet
+
+__all__ = ["Rule", "StepStats", "SynapseDict", "error_norm"]
+
+
+@dataclass
+class StepStats:
+    """What one ``compute_grads`` call measured (tensors, so no device sync until read).
+
+    ``loss``: mean cross-entropy of the batch. ``error_norms``: per layer ``ℓ``, the batch mean of
+    ``‖e_ℓ‖`` (the error signal that drove the layer's update). ``depth``: credit-assignment depth
+    (the pathway's recursive depth, or LRA's per-batch depth under the halting criterion).
+    """
+
+    loss: Tensor
+    error_norms: dict[int, Tensor] = field(default_factory=dict)
+    depth: float = 0.0
+
+    def as_floats(self) -> dict[str, float]:
+        """Plain numbers (one device sync)."""
+        out = {"loss": float(self.loss), "depth": float(self.depth)}
+        out.update({f"error_norm_{k}": float(v) for k, v in sorted(self.error_norms.items())})
+        return out
+
+
+class SynapseDict(nn.Module):
+    """Named synapses (``"j->i"`` → tensor), learnable ``nn.Parameter``s or fixed buffers."""
+
+    def __init__(
+        self,
+        shapes: dict[str, tuple[int, ...]],
+        *,
+        learnable: bool,
+        init: str = "gaussian",
+        std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.learnable = learnable
+        self._names = list(shapes)
+        for name, shape in shapes.items():
+            w = torch.empty(shape)
+            init_weight(w, init, std)
+            if learnable:
+                self.register_parameter(name, nn.Parameter(w))
+            else:
+                self.register_buffer(name, w)
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self._names:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+    def items(self) -> list[tuple[str, Tensor]]:
+        return [(n, self[n]) for n in self._names]
+
+
+class Rule(nn.Module):
+    """Base class of every learning rule.
+
+    Subclasses implement :meth:`compute_grads`. Gradients accumulate into ``.grad`` like
+    ``loss.backward()`` does, so call ``optimizer.zero_grad()`` before each step.
+    """
+
+    #: registry name, set by subclasses
+    name = "rule"
+
+    def __init__(self, net: LayeredNet) -> None:
+        super().__init__()
+        if not isinstance(net, LayeredNet):
+            raise TypeError(f"rules train reclra LayeredNet models, got {type(net).__name__}")
+        self.net = net
+
+    def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def check_batch(x: Tensor, y: Tensor) -> None:
+        """Refuse a malformed batch with a clear message (shape and dtype only: no device sync)."""
+        if y.dtype != torch.long or y.dim() != 1:
+            raise ValueError(
+                f"y must be a 1-D LongTensor of class indices, got {y.dtype} {tuple(y.shape)}"
+            )
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+
+
+def error_norm(e: Tensor) -> Tensor:
+    """Batch mean of the per-example norm ``‖e‖`` (a detached scalar tensor)."""
+    return e.detach().flatten(1).norm(dim=1).mean()

@@ -1,0 +1,135 @@
+"""Recursive local representation alignment (rec-LRA; papers 000 and 002, SPEC §1).
+
+After one forward pass, error neurons are computed from the output down the error pathway::
+
+    e_L = softmax(h_L) − onehot(y)
+    d_i = Σ_j E_{j→i} e_j        y_i = f_i(h_i − β d_i)        e_i = z_i − y_i
+
+and every layer is updated as soon as its ``e_i`` is known, by the VJP of its own operator with
+cotangent ``e_i`` (dense: ``ΔW = e_i z_{i−1}ᵀ``) — no global backward pass, no derivative of φ.
+The layers of one pathway level are independent; :meth:`RecLRA.schedule` exposes that structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from reclra.functional import (
+    displacement,
+    error_neurons,
+    error_synapse_update,
+    hebbian_update,
+    output_error,
+    reproject,
+    target,
+)
+from reclra.layers import Trace, local_update
+from reclra.models.base import LayeredNet
+from reclra.pathway import Pathway, edge_key
+from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
+
+__all__ = ["ERROR_RULES", "RecLRA"]
+
+ERROR_RULES = ("paper", "fixed", "transpose")
+
+
+class RecLRA(Rule):
+    """rec-LRA over any error pathway.
+
+    Args:
+        net: the network.
+        pathway: ``"chain"``, ``"skip"``, ``"blocks"``, a list of edges ``(j, i)``, or a
+            :class:`~reclra.pathway.Pathway`.
+        beta: β, the step of the target displacement (eq. 3).
+        gamma: γ, the scale of the error-synapse update (eq. 6 / transpose rule).
+        error_rule: how the synapses ``E`` learn — ``"paper"`` (``ΔE_{j→i} = −γ d_i e_jᵀ``),
+            ``"fixed"`` (never; buffers, as in LRA-fdbk) or ``"transpose"`` (``ΔE_{j→i} =
+            γ z*_i e_jᵀ``, which on a chain edge is ``γ ΔW_{i+1}ᵀ``: E tracks the transpose of
+            its forward counterpart, as in the authors' LRA-E code).
+        e_init: initialisation scheme of ``E`` (``gaussian`` by default).
+        e_init_std: standard deviation of the Gaussian init of ``E``.
+        clip: re-projection bound ``c`` applied to every parameter update (Frobenius norm) and to
+            every displacement ``d_i`` (per example); ``None`` disables it.
+    """
+
+    name = "rec-lra"
+
+    def __init__(
+        self,
+        net: LayeredNet,
+        *,
+        pathway: str | Sequence[Sequence[int]] | Pathway = "chain",
+        beta: float = 0.1,
+        gamma: float = 1.0,
+        error_rule: Literal["paper", "fixed", "transpose"] = "paper",
+        e_init: str = "gaussian",
+        e_init_std: float = 0.05,
+        clip: float | None = None,
+    ) -> None:
+        super().__init__(net)
+        if error_rule not in ERROR_RULES:
+            raise ValueError(f"unknown error_rule {error_rule!r}; choose from {ERROR_RULES}")
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if clip is not None and clip <= 0:
+            raise ValueError(f"clip must be > 0 or None, got {clip}")
+        L = net.num_layers
+        if isinstance(pathway, Pathway):
+            if pathway.num_layers != L:
+                raise ValueError(f"pathway is for {pathway.num_layers} layers, the net has {L}")
+            self.pathway = pathway
+        elif isinstance(pathway, str):
+            self.pathway = Pathway.preset(pathway, L, net.blocks)
+        else:
+            self.pathway = Pathway.from_edges(pathway, L)
+        self.beta, self.gamma, self.error_rule, self.clip = beta, gamma, error_rule, clip
+        shapes = {
+            edge_key(j, i): (net.layer(i).size, net.layer(j).size) for j, i in self.pathway.edges
+        }
+        self.E = SynapseDict(shapes, learnable=error_rule != "fixed", init=e_init, std=e_init_std)
+
+    def schedule(self) -> Iterator[tuple[int, ...]]:
+        """The pathway's levels below the root: each is a group of independent layers."""
+        yield from self.pathway.levels[1:]
+
+    def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
+        self.check_batch(x, y)
+        net, L = self.net, self.net.num_layers
+        with torch.no_grad():
+            trace = net.trace(x)
+            e_L, loss = output_error(trace.logits, y)
+            e: dict[int, Tensor] = {L: e_L}
+            local_update(net.layer(L), trace.inp[L], e_L)
+            for level in self.schedule():
+                for i in level:  # independent: could run on separate streams/devices
+                    e[i] = self._align(trace, e, i)
+            if self.clip is not None:
+                for p in self.parameters():
+                    if p.grad is not None:
+                        p.grad = reproject(p.grad, self.clip)
+        norms = {ell: error_norm(v) for ell, v in e.items()}
+        return StepStats(loss=loss, error_norms=norms, depth=float(self.pathway.depth))
+
+    def _align(self, trace: Trace, e: dict[int, Tensor], i: int) -> Tensor:
+        """Target, error neurons and local updates of layer ``i`` (its parents are done)."""
+        layer = self.net.layer(i)
+        d_parts = {j: displacement(self.E[edge_key(j, i)], e[j]) for j in self.pathway.parents(i)}
+        d_i = reproject(sum(d_parts.values()), self.clip, per_row=True)
+        y_i = target(layer.activation.f, trace.h[i], d_i, self.beta)
+        e_i = error_neurons(trace.z[i], y_i)
+        local_update(layer, trace.inp[i], e_i)
+        if self.error_rule != "fixed":
+            for j, d_ji in d_parts.items():
+                E = self.E[edge_key(j, i)]
+                if self.error_rule == "paper":
+                    dE = error_synapse_update(d_ji, e[j], self.gamma)
+                else:  # transpose: γ mean z*_i e_jᵀ  (= γ ΔW_{i+1}ᵀ on a chain edge)
+                    dE = self.gamma * hebbian_update(trace.out[i].flatten(1), e[j].flatten(1))
+                E.grad = dE if E.grad is None else E.grad + dE
+        return e_i
