@@ -20,7 +20,15 @@ from torch import Tensor, nn
 
 from reclra.activations import Activation, get_activation
 
-__all__ = ["INITS", "Layer", "Trace", "init_weight", "local_update"]
+__all__ = [
+    "INITS",
+    "Layer",
+    "Trace",
+    "accumulate_grad",
+    "init_weight",
+    "local_grads",
+    "local_update",
+]
 
 
 class Layer(nn.Module):
@@ -97,34 +105,39 @@ class Trace:
         return h
 
 
-def local_update(layer: Layer, z_in: Tensor, cotangent: Tensor, *, scale: float = 1.0) -> None:
-    """Write the local update of ``layer``'s own parameters into their ``.grad`` (accumulating).
+def local_grads(layer: Layer, z_in: Tensor, cotangent: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """The local update of ``layer``'s own parameters, as ``(parameter, direction)`` pairs.
 
     The update is the vector–Jacobian product of ``op`` alone w.r.t. its parameters, at its recorded
-    input ``z_in`` (detached), with cotangent ``cotangent`` on ``h`` (SPEC §1). Batch means: the
-    cotangent is divided by the batch size. For a dense layer this is ``ΔW = mean e z_inᵀ`` and
-    ``Δb = mean e``, computed by a GEMM fast path; every other operator goes through autograd on the
-    operator alone (it never differentiates through another layer or through φ).
+    input ``z_in`` (detached), with cotangent ``cotangent`` on ``h`` (SPEC §1), as a batch mean.
+    For a dense layer this is ``ΔW = mean e z_inᵀ`` and ``Δb = mean e``, computed by a GEMM fast
+    path; every other operator goes through autograd on the operator alone (it never
+    differentiates through another layer or through φ).
     """
-    e = cotangent * (scale / cotangent.shape[0])
+    e = cotangent / cotangent.shape[0]
     op = layer.op
     if isinstance(op, nn.Linear):
-        _accumulate(op.weight, e.t() @ z_in)  # (n_out, B) @ (B, n_in)
+        out = [(op.weight, e.t() @ z_in)]  # (n_out, B) @ (B, n_in)
         if op.bias is not None:
-            _accumulate(op.bias, e.sum(0))
-        return
+            out.append((op.bias, e.sum(0)))
+        return out
     params = [p for p in op.parameters() if p.requires_grad]
     if not params:
-        return
+        return []
     with torch.enable_grad():
         h = op(z_in.detach())
         grads = torch.autograd.grad(h, params, grad_outputs=e.view_as(h), allow_unused=True)
-    for p, g in zip(params, grads, strict=True):
-        if g is not None:
-            _accumulate(p, g)
+    return [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
 
 
-def _accumulate(p: Tensor, g: Tensor) -> None:
+def local_update(layer: Layer, z_in: Tensor, cotangent: Tensor) -> None:
+    """Accumulate :func:`local_grads` into the parameters' ``.grad``."""
+    for p, g in local_grads(layer, z_in, cotangent):
+        accumulate_grad(p, g)
+
+
+def accumulate_grad(p: Tensor, g: Tensor) -> None:
+    """``p.grad += g`` (creating it if needed), the way autograd accumulates."""
     if p.grad is None:
         p.grad = g.detach().clone()
     else:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from reclra.models.base import LayeredNet
 from reclra.registry import Registry
 from reclra.rules.backprop import Backprop
 from reclra.rules.base import Rule, StepStats, SynapseDict
 from reclra.rules.feedback_alignment import DFA, FA
+from reclra.rules.lra import LRA
 from reclra.rules.rec_lra import RecLRA
 
 __all__ = [
     "DFA",
     "FA",
+    "LRA",
     "RULES",
     "Backprop",
     "RecLRA",
@@ -23,10 +27,12 @@ __all__ = [
 ]
 
 RULES: Registry[Rule] = Registry("rule")
-RULES.register("rec-lra", "reclra")(RecLRA)
-RULES.register("backprop", "bp")(Backprop)
+RULES.register("rec-lra")(RecLRA)
+RULES.register("backprop")(Backprop)
 RULES.register("fa")(FA)
 RULES.register("dfa")(DFA)
+RULES.register("lra")(LRA)
+RULES.register("lra-diff")(partial(LRA, mode="diff"))
 
 
 def build_rule(name: str, net: LayeredNet, **options) -> Rule:

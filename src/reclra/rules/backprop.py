@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from reclra.layers import accumulate_grad
 from reclra.rules.base import Rule, StepStats, error_norm
 
 __all__ = ["Backprop"]
@@ -29,7 +30,7 @@ class Backprop(Rule):
             grads = torch.autograd.grad(loss, params + hs, allow_unused=True)
         for p, g in zip(params, grads[: len(params)], strict=True):
             if g is not None:
-                p.grad = g if p.grad is None else p.grad + g
+                accumulate_grad(p, g)
         batch = x.shape[0]
         norms = {ell: error_norm(g * batch) for ell, g in enumerate(grads[len(params) :], start=1)}
         return StepStats(loss=loss.detach(), error_norms=norms, depth=float(self.net.num_layers))

@@ -27,7 +27,7 @@ from reclra.functional import (
     reproject,
     target,
 )
-from reclra.layers import Trace, local_update
+from reclra.layers import Trace, accumulate_grad, local_update
 from reclra.models.base import LayeredNet
 from reclra.pathway import Pathway, edge_key
 from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
@@ -131,5 +131,5 @@ class RecLRA(Rule):
                     dE = error_synapse_update(d_ji, e[j], self.gamma)
                 else:  # transpose: γ mean z*_i e_jᵀ  (= γ ΔW_{i+1}ᵀ on a chain edge)
                     dE = self.gamma * hebbian_update(trace.out[i].flatten(1), e[j].flatten(1))
-                E.grad = dE if E.grad is None else E.grad + dE
+                accumulate_grad(E, dE)
         return e_i
