@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from reclra import functional as Fn
+from reclra.synapses import synapse_grad
 
 
 def test_output_error_is_the_cross_entropy_gradient():
@@ -48,7 +49,8 @@ def test_target_error_and_synapse_update_by_hand():
     e = Fn.error_neurons(torch.tanh(h), y)
     torch.testing.assert_close(e, torch.tanh(h) - y)
     e_j = torch.tensor([[2.0, -1.0, 0.5]])
-    dE = Fn.error_synapse_update(d, e_j, gamma=0.5)
+    E0 = torch.zeros(2, 3)
+    dE = synapse_grad(E0, e_j, -0.5 * d)  # eq. 6: ΔE = −γ d eᵀ
     torch.testing.assert_close(dE, -0.5 * torch.tensor([[2.0, -1.0, 0.5], [4.0, -2.0, 1.0]]))
     E = torch.arange(6.0).view(2, 3)
     torch.testing.assert_close(Fn.displacement(E, e_j), (E @ e_j.t()).t())

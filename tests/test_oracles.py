@@ -62,7 +62,7 @@ def test_fa_with_transposed_feedback_equals_backprop(activation):
     net, (x, y) = _net(activation, sizes), _batch()
     fa = FA(net)
     for ell in range(2, net.num_layers + 1):
-        fa.B[f"{ell}:weight"].copy_(net.layer(ell).op.weight.detach())
+        fa.B[f"{ell}:op/weight"].copy_(net.layer(ell).op.weight.detach())
     fa.compute_grads(x, y)
     got = _grads(net)
     net.zero_grad()
@@ -106,7 +106,7 @@ def test_lemma1_with_nonlinear_layers():
         layer = net.layer(ell)
         with torch.enable_grad():
             z_below = trace.out[ell - 1].detach().requires_grad_(ell > 1)
-            h = layer.pre_activation(z_below)
+            h = layer(z_below)
             if ell == L:
                 loss = nn.functional.cross_entropy(h, y, reduction="sum")
             else:

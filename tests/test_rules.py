@@ -50,9 +50,9 @@ def test_rules_learn_a_separable_problem(rule_name):
 
 def test_unknown_names_and_options_are_explained():
     net = build_model("mlp", input_shape=(4,), num_classes=2, hidden=[3])
-    with pytest.raises(ValueError, match="unknown rule 'adam'.*rec-lra"):
+    with pytest.raises(ValueError, match=r"unknown rule 'adam'.*rec-lra"):
         build_rule("adam", net)
-    with pytest.raises(ValueError, match="unknown option.*betta.*rec-lra"):
+    with pytest.raises(ValueError, match=r"unknown option.*betta.*rec-lra"):
         build_rule("rec-lra", net, betta=0.1)
     with pytest.raises(ValueError, match="unknown model"):
         build_model("transformer", input_shape=(4,), num_classes=2)

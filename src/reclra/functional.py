@@ -18,8 +18,6 @@ __all__ = [
     "angle_degrees",
     "displacement",
     "error_neurons",
-    "error_synapse_update",
-    "hebbian_update",
     "local_loss",
     "output_error",
     "reproject",
@@ -52,16 +50,6 @@ def target(f: Callable[[Tensor], Tensor], h: Tensor, d: Tensor, beta: float) -> 
 def error_neurons(z: Tensor, y: Tensor) -> Tensor:
     """Error neurons, eq. 4: ``e_i = z_i − y_i``."""
     return z - y
-
-
-def hebbian_update(e: Tensor, z_in: Tensor) -> Tensor:
-    """Dense local update, eq. 5, as a batch mean: ``ΔW = mean_b e_b z_bᵀ`` → (n_out, n_in)."""
-    return e.t() @ z_in / e.shape[0]
-
-
-def error_synapse_update(d_i: Tensor, e_j: Tensor, gamma: float) -> Tensor:
-    """Error-synapse update, eq. 6, as a batch mean: ``ΔE_{j→i} = −γ mean_b d_i e_jᵀ``."""
-    return -gamma * (d_i.flatten(1).t() @ e_j.flatten(1)) / d_i.shape[0]
 
 
 def reproject(delta: Tensor, c: float | None, *, per_row: bool = False) -> Tensor:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from reclra.activations import Activation, get_activation
 
@@ -28,17 +29,24 @@ __all__ = [
     "init_weight",
     "local_grads",
     "local_update",
+    "replay",
 ]
 
 
 class Layer(nn.Module):
     """One representation point: an operator, an activation and an optional residual input.
 
+    Calling the layer gives the pre-activation ``h = op(z_in) (+ shortcut(skip))``; the network
+    applies ``activation`` (``z = f(h)``, ``z* = g(z)``) so that ``h`` and ``z`` can be recorded.
+
     Args:
         op: the operator ``h = op(z_in)`` (``nn.Linear``, a conv stack, a pseudo-conv, …).
         activation: name or :class:`~reclra.activations.Activation`.
         skip_from: index ``k`` of the representation ``z*_k`` added to ``h`` (residual output
             layer with gap ``g = ℓ − k``); ``None`` for a plain layer.
+        shortcut: module applied to the residual input (a projection when shapes change);
+            identity by default. It is part of this layer's operator: its parameters get this
+            layer's local update.
         out_shape: shape of ``h`` for one example (default: ``(op.out_features,)``).
     """
 
@@ -48,12 +56,16 @@ class Layer(nn.Module):
         activation: str | Activation,
         *,
         skip_from: int | None = None,
+        shortcut: nn.Module | None = None,
         out_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         self.op = op
         self.activation = get_activation(activation)
         self.skip_from = skip_from
+        if shortcut is not None and skip_from is None:
+            raise ValueError("a shortcut needs skip_from (the representation it reads)")
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
         if out_shape is None:
             if not isinstance(op, nn.Linear):
                 raise ValueError("out_shape is required for operators other than nn.Linear")
@@ -65,29 +77,49 @@ class Layer(nn.Module):
         """Number of units ``n_ℓ`` (the flattened size of ``h``)."""
         return math.prod(self.out_shape)
 
-    def pre_activation(self, z_in: Tensor, skip: Tensor | None = None) -> Tensor:
-        """``h = op(z_in) (+ skip)``."""
-        h = self.op(z_in)
-        return h if skip is None else h + skip
+    @property
+    def is_dense(self) -> bool:
+        """A plain ``nn.Linear`` with a parameter-free shortcut: the GEMM fast paths apply."""
+        return isinstance(self.op, nn.Linear) and not any(True for _ in self.shortcut.parameters())
 
     def forward(self, z_in: Tensor, skip: Tensor | None = None) -> Tensor:
-        """``z* = g(f(op(z_in) + skip))``."""
-        return self.activation(self.pre_activation(z_in, skip))
+        """Pre-activation ``h = op(z_in) (+ shortcut(skip))``."""
+        h = self.op(z_in)
+        return h if skip is None else h + self.shortcut(skip)
 
     def extra_repr(self) -> str:
         skip = "" if self.skip_from is None else f", skip_from={self.skip_from}"
         return f"activation={self.activation.name}{skip}"
 
 
+def replay(
+    layer: Layer,
+    z_in: Tensor,
+    skip: Tensor | None = None,
+    swap: dict[str, Tensor] | None = None,
+) -> Tensor:
+    """Re-run ``layer`` on recorded inputs without touching its buffers.
+
+    Batch-norm running statistics are updated once, by the recorded forward pass; a replay works on
+    copies of the buffers (same batch statistics in training mode). ``swap`` replaces parameters by
+    name (FA's feedback matrices stand in for the weights this way).
+    """
+    state = {n: b.clone() for n, b in layer.named_buffers()}
+    state.update(swap or {})
+    return functional_call(layer, state, (z_in, skip))
+
+
 @dataclass
 class Trace:
     """What a forward pass recorded, indexed by layer ``ℓ = 1 … L`` (index 0 is the input).
 
-    ``inp[ℓ]`` operator input ``z*_{ℓ−1}``; ``h[ℓ]`` pre-activation (residual input included);
-    ``z[ℓ]`` ``f(h)``, where targets live; ``out[ℓ]`` ``z* = g(z)``, what the next layer sees.
+    ``inp[ℓ]`` operator input ``z*_{ℓ−1}``; ``skip[ℓ]`` residual input ``z*_{ℓ−g}`` or ``None``;
+    ``h[ℓ]`` pre-activation (residual input included); ``z[ℓ]`` ``f(h)``, where targets live;
+    ``out[ℓ]`` ``z* = g(z)``, what the next layer sees.
     """
 
     inp: list[Tensor | None] = field(default_factory=list)
+    skip: list[Tensor | None] = field(default_factory=list)
     h: list[Tensor | None] = field(default_factory=list)
     z: list[Tensor | None] = field(default_factory=list)
     out: list[Tensor] = field(default_factory=list)
@@ -105,34 +137,36 @@ class Trace:
         return h
 
 
-def local_grads(layer: Layer, z_in: Tensor, cotangent: Tensor) -> list[tuple[Tensor, Tensor]]:
+def local_grads(
+    layer: Layer, z_in: Tensor, cotangent: Tensor, skip: Tensor | None = None
+) -> list[tuple[Tensor, Tensor]]:
     """The local update of ``layer``'s own parameters, as ``(parameter, direction)`` pairs.
 
-    The update is the vector–Jacobian product of ``op`` alone w.r.t. its parameters, at its recorded
-    input ``z_in`` (detached), with cotangent ``cotangent`` on ``h`` (SPEC §1), as a batch mean.
-    For a dense layer this is ``ΔW = mean e z_inᵀ`` and ``Δb = mean e``, computed by a GEMM fast
-    path; every other operator goes through autograd on the operator alone (it never
+    The update is the vector–Jacobian product of the layer's operator alone w.r.t. its parameters,
+    at its recorded inputs (detached), with cotangent ``cotangent`` on ``h`` (SPEC §1), as a batch
+    mean. For a dense layer this is ``ΔW = mean e z_inᵀ`` and ``Δb = mean e``, computed by a GEMM
+    fast path; every other operator goes through autograd on the operator alone (it never
     differentiates through another layer or through φ).
     """
     e = cotangent / cotangent.shape[0]
-    op = layer.op
-    if isinstance(op, nn.Linear):
+    if layer.is_dense:
+        op = layer.op
         out = [(op.weight, e.t() @ z_in)]  # (n_out, B) @ (B, n_in)
         if op.bias is not None:
             out.append((op.bias, e.sum(0)))
         return out
-    params = [p for p in op.parameters() if p.requires_grad]
+    params = [p for p in layer.parameters() if p.requires_grad]
     if not params:
         return []
     with torch.enable_grad():
-        h = op(z_in.detach())
+        h = replay(layer, z_in.detach(), None if skip is None else skip.detach())
         grads = torch.autograd.grad(h, params, grad_outputs=e.view_as(h), allow_unused=True)
     return [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
 
 
-def local_update(layer: Layer, z_in: Tensor, cotangent: Tensor) -> None:
+def local_update(layer: Layer, z_in: Tensor, cotangent: Tensor, skip: Tensor | None = None) -> None:
     """Accumulate :func:`local_grads` into the parameters' ``.grad``."""
-    for p, g in local_grads(layer, z_in, cotangent):
+    for p, g in local_grads(layer, z_in, cotangent, skip):
         accumulate_grad(p, g)
 
 

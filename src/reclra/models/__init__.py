@@ -6,10 +6,22 @@ import math
 from collections.abc import Sequence
 
 from reclra.models.base import Block, LayeredNet
+from reclra.models.cnn import CNN
 from reclra.models.mlp import MLP
+from reclra.models.resnet import MLPResNet, ResNet18
 from reclra.registry import Registry
 
-__all__ = ["MLP", "MODELS", "Block", "LayeredNet", "build_model", "model_names"]
+__all__ = [
+    "CNN",
+    "MLP",
+    "MODELS",
+    "Block",
+    "LayeredNet",
+    "MLPResNet",
+    "ResNet18",
+    "build_model",
+    "model_names",
+]
 
 MODELS: Registry[LayeredNet] = Registry("model")
 
@@ -47,3 +59,8 @@ def mlp(
             f"{n_in} and the last the number of classes {num_classes}"
         )
     return MLP(sizes, activation, init=init, init_std=init_std, input_shape=tuple(input_shape))
+
+
+MODELS.register("cnn")(CNN)
+MODELS.register("mlp-resnet")(MLPResNet)
+MODELS.register("resnet18")(ResNet18)

@@ -69,13 +69,14 @@ class LayeredNet(nn.Module):
 
     def trace(self, x: Tensor) -> Trace:
         """Forward pass recording ``(input, h, z, z*)`` of every layer."""
-        t = Trace(inp=[None], h=[None], z=[None], out=[x.flatten(1)])
+        t = Trace(inp=[None], skip=[None], h=[None], z=[None], out=[x.flatten(1)])
         for ell, layer in enumerate(self.layers, start=1):
             z_in = t.out[ell - 1]
             skip = None if layer.skip_from is None else t.out[layer.skip_from]
-            h = layer.pre_activation(z_in, skip)
+            h = layer(z_in, skip)
             z = layer.activation.f(h)
             t.inp.append(z_in)
+            t.skip.append(skip)
             t.h.append(h)
             t.z.append(z)
             t.out.append(layer.activation.g(z))

@@ -8,12 +8,11 @@ transpose, and update each layer by the local VJP of its own operator
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call
+from torch import Tensor
 
 from reclra.activations import Activation
 from reclra.functional import displacement, output_error
-from reclra.layers import Layer, Trace, local_update
+from reclra.layers import Layer, Trace, local_update, replay
 from reclra.models.base import LayeredNet
 from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
 
@@ -29,24 +28,29 @@ def activation_vjp(act: Activation, h: Tensor, v: Tensor) -> Tensor:
 
 
 def _feedback_params(layer: Layer) -> list[str]:
-    """Names of the operator parameters a feedback matrix stands in for (matrices and kernels)."""
-    return [n for n, p in layer.op.named_parameters() if p.dim() >= 2]
+    """Names of the layer parameters a feedback matrix stands in for (matrices and kernels)."""
+    return [n for n, p in layer.named_parameters() if p.dim() >= 2]
 
 
 def _key(ell: int, pname: str) -> str:
     return f"{ell}:{pname}".replace(".", "/")
 
 
-def input_vjp(layer: Layer, z_in: Tensor, delta_h: Tensor, swap: dict[str, Tensor]) -> Tensor:
-    """Cotangent on the operator input, with the parameters in ``swap`` replaced (FA's ``B``)."""
-    op = layer.op
-    if isinstance(op, nn.Linear):
-        return delta_h @ swap["weight"]  # (B, n_out) @ (n_out, n_in)
+def input_vjp(
+    layer: Layer, z_in: Tensor, skip: Tensor | None, delta_h: Tensor, swap: dict[str, Tensor]
+) -> tuple[Tensor, Tensor | None]:
+    """Cotangents on the layer's inputs (operator input, residual input), with the parameters in
+    ``swap`` replaced (FA's ``B`` standing in for ``W``)."""
+    if layer.is_dense:
+        delta_skip = None if skip is None else delta_h.view_as(skip)
+        return delta_h @ swap["op.weight"], delta_skip  # (B, n_out) @ (n_out, n_in)
     with torch.enable_grad():
-        z_ = z_in.detach().requires_grad_(True)
-        h = functional_call(op, swap, (z_,))
-        (grad,) = torch.autograd.grad(h, z_, delta_h.view_as(h))
-    return grad
+        inputs = [z_in.detach().requires_grad_(True)]
+        if skip is not None:
+            inputs.append(skip.detach().requires_grad_(True))
+        h = replay(layer, inputs[0], inputs[1] if skip is not None else None, swap)
+        grads = torch.autograd.grad(h, inputs, delta_h.view_as(h))
+    return grads[0], (grads[1] if skip is not None else None)
 
 
 class FA(Rule):
@@ -68,7 +72,7 @@ class FA(Rule):
     ) -> None:
         super().__init__(net)
         shapes = {
-            _key(ell, n): tuple(net.layer(ell).op.get_parameter(n).shape)
+            _key(ell, n): tuple(net.layer(ell).get_parameter(n).shape)
             for ell in range(2, net.num_layers + 1)
             for n in _feedback_params(net.layer(ell))
         }
@@ -102,13 +106,15 @@ def backward_walk(net: LayeredNet, trace: Trace, e_L: Tensor, feedback) -> dict[
         if ell < L:
             delta_h = activation_vjp(layer.activation, trace.h[ell], delta_out.pop(ell))
         norms[ell] = error_norm(delta_h)
-        local_update(layer, trace.inp[ell], delta_h)
+        local_update(layer, trace.inp[ell], delta_h, trace.skip[ell])
         if ell == 1:
             break
-        with torch.no_grad():
-            _add(delta_out, ell - 1, input_vjp(layer, trace.inp[ell], delta_h, feedback(ell)))
-            if layer.skip_from:
-                _add(delta_out, layer.skip_from, delta_h.view_as(trace.out[layer.skip_from]))
+        delta_in, delta_skip = input_vjp(
+            layer, trace.inp[ell], trace.skip[ell], delta_h, feedback(ell)
+        )
+        _add(delta_out, ell - 1, delta_in)
+        if layer.skip_from:  # the residual input's consumer sends its error straight back
+            _add(delta_out, layer.skip_from, delta_skip)
     return norms
 
 
@@ -145,11 +151,11 @@ class DFA(Rule):
             e_L, loss = output_error(trace.logits, y)
         L = self.net.num_layers
         norms = {L: error_norm(e_L)}
-        local_update(self.net.layer(L), trace.inp[L], e_L)
+        local_update(self.net.layer(L), trace.inp[L], e_L, trace.skip[L])
         for ell in range(1, L):  # independent of each other: any order, or in parallel
             layer = self.net.layer(ell)
             delta_z = displacement(self.B[str(ell)], e_L)
             delta_h = activation_vjp(layer.activation, trace.h[ell], delta_z)
             norms[ell] = error_norm(delta_h)
-            local_update(layer, trace.inp[ell], delta_h)
+            local_update(layer, trace.inp[ell], delta_h, trace.skip[ell])
         return StepStats(loss=loss, error_norms=norms, depth=1.0)

@@ -109,7 +109,7 @@ class LRA(Rule):
         below, layer = self.net.layer(ell - 1), self.net.layer(ell)
         with torch.enable_grad():
             hb = h_bar.detach().requires_grad_(True)
-            h = layer.pre_activation(below.activation(hb))
+            h = layer(below.activation(hb))
             (grad,) = torch.autograd.grad(self._layer_loss(ell, h, target).sum(), hb)
         return grad
 
@@ -141,7 +141,8 @@ class LRA(Rule):
                         step = displacement(self.E[str(ell)], delta_h)
                     else:
                         step = self._diff_step(ell, h_bar, target)
-                    h_bar = h_bar - self.beta * reproject(step, self.c2, per_row=True)
+                    step = reproject(step.view_as(h_bar), self.c2, per_row=True)
+                    h_bar = h_bar - self.beta * step
                 target = net.layer(ell - 1).activation.f(h_bar)
         assert out_loss is not None
         return StepStats(loss=out_loss, error_norms=norms, depth=float(depth))

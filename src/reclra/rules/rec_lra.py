@@ -18,19 +18,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from reclra.functional import (
-    displacement,
-    error_neurons,
-    error_synapse_update,
-    hebbian_update,
-    output_error,
-    reproject,
-    target,
-)
+from reclra.functional import error_neurons, output_error, reproject, target
 from reclra.layers import Trace, accumulate_grad, local_update
 from reclra.models.base import LayeredNet
 from reclra.pathway import Pathway, edge_key
 from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
+from reclra.synapses import synapse_grad, synapse_shape, transmit
 
 __all__ = ["ERROR_RULES", "RecLRA"]
 
@@ -52,6 +45,8 @@ class RecLRA(Rule):
             its forward counterpart, as in the authors' LRA-E code).
         e_init: initialisation scheme of ``E`` (``gaussian`` by default).
         e_init_std: standard deviation of the Gaussian init of ``E``.
+        e_kernel: kernel size of convolutional error synapses (edges between image-shaped layers;
+            see :mod:`reclra.synapses`).
         clip: re-projection bound ``c`` applied to every parameter update (Frobenius norm) and to
             every displacement ``d_i`` (per example); ``None`` disables it.
     """
@@ -69,6 +64,7 @@ class RecLRA(Rule):
         e_init: str = "gaussian",
         e_init_std: float = 0.05,
         clip: float | None = None,
+        e_kernel: int = 3,
     ) -> None:
         super().__init__(net)
         if error_rule not in ERROR_RULES:
@@ -89,8 +85,11 @@ class RecLRA(Rule):
         else:
             self.pathway = Pathway.from_edges(pathway, L)
         self.beta, self.gamma, self.error_rule, self.clip = beta, gamma, error_rule, clip
+        if e_kernel < 1 or e_kernel % 2 == 0:
+            raise ValueError(f"e_kernel must be a positive odd size, got {e_kernel}")
         shapes = {
-            edge_key(j, i): (net.layer(i).size, net.layer(j).size) for j, i in self.pathway.edges
+            edge_key(j, i): synapse_shape(net.layer(j).out_shape, net.layer(i).out_shape, e_kernel)
+            for j, i in self.pathway.edges
         }
         self.E = SynapseDict(shapes, learnable=error_rule != "fixed", init=e_init, std=e_init_std)
 
@@ -105,7 +104,7 @@ class RecLRA(Rule):
             trace = net.trace(x)
             e_L, loss = output_error(trace.logits, y)
             e: dict[int, Tensor] = {L: e_L}
-            local_update(net.layer(L), trace.inp[L], e_L)
+            local_update(net.layer(L), trace.inp[L], e_L, trace.skip[L])
             for level in self.schedule():
                 for i in level:  # independent: could run on separate streams/devices
                     e[i] = self._align(trace, e, i)
@@ -119,17 +118,20 @@ class RecLRA(Rule):
     def _align(self, trace: Trace, e: dict[int, Tensor], i: int) -> Tensor:
         """Target, error neurons and local updates of layer ``i`` (its parents are done)."""
         layer = self.net.layer(i)
-        d_parts = {j: displacement(self.E[edge_key(j, i)], e[j]) for j in self.pathway.parents(i)}
+        d_parts = {
+            j: transmit(self.E[edge_key(j, i)], e[j], layer.out_shape)
+            for j in self.pathway.parents(i)
+        }
         d_i = reproject(sum(d_parts.values()), self.clip, per_row=True)
         y_i = target(layer.activation.f, trace.h[i], d_i, self.beta)
         e_i = error_neurons(trace.z[i], y_i)
-        local_update(layer, trace.inp[i], e_i)
+        local_update(layer, trace.inp[i], e_i, trace.skip[i])
         if self.error_rule != "fixed":
             for j, d_ji in d_parts.items():
                 E = self.E[edge_key(j, i)]
-                if self.error_rule == "paper":
-                    dE = error_synapse_update(d_ji, e[j], self.gamma)
-                else:  # transpose: γ mean z*_i e_jᵀ  (= γ ΔW_{i+1}ᵀ on a chain edge)
-                    dE = self.gamma * hebbian_update(trace.out[i].flatten(1), e[j].flatten(1))
-                accumulate_grad(E, dE)
+                if self.error_rule == "paper":  # eq. 6: ΔE = −γ d_i e_jᵀ
+                    cotangent = -self.gamma * d_ji
+                else:  # transpose: ΔE = γ z*_i e_jᵀ  (= γ ΔW_{i+1}ᵀ on a chain edge)
+                    cotangent = self.gamma * trace.out[i].flatten(1)
+                accumulate_grad(E, synapse_grad(E, e[j], cotangent.view(-1, *layer.out_shape)))
         return e_i

@@ -1,0 +1,32 @@
+# reclra — two commands: `make demo` and `make test` (both create .venv on first use).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test venv lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Train rec-LRA and backprop side by side on Fashion-MNIST (small budget) and print a table.
+demo: venv
+	$(BIN)/reclra compare --rules rec-lra,backprop --dataset fashion-mnist \
+		--epochs 2 --limit-train 10000 --out runs/demo --overwrite
+
+## Lint, format check and the test suite.
+test: venv lint
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
