@@ -10,11 +10,26 @@ from reclra.models import build_model, model_names
 from reclra.rules import RULES, build_rule, rule_names
 
 
+#: rules that need residual blocks are swept on the MLP-ResNet instead of the MLP
+NEEDS_BLOCKS = {"rec-lra-bp"}
+
+
+def _sweep_model(rule_name, activation, width=8):
+    if rule_name in NEEDS_BLOCKS:
+        return build_model(
+            "mlp-resnet", input_shape=(12,), num_classes=3, width=width,
+            activation=activation,
+        )  # fmt: skip
+    return build_model(
+        "mlp", input_shape=(12,), num_classes=3, hidden=[width, width], activation=activation
+    )
+
+
 @pytest.mark.parametrize("activation", activation_names())
 @pytest.mark.parametrize("rule_name", rule_names())
 def test_every_rule_and_activation_steps(rule_name, activation):
     torch.manual_seed(0)
-    net = build_model("mlp", input_shape=(12,), num_classes=3, hidden=[8, 8], activation=activation)
+    net = _sweep_model(rule_name, activation)
     rule = build_rule(rule_name, net)
     before = {k: v.clone() for k, v in rule.state_dict().items()}
     x, y = torch.randn(6, 12), torch.tensor([0, 1, 2, 0, 1, 2])
@@ -33,10 +48,10 @@ def test_every_rule_and_activation_steps(rule_name, activation):
 def test_rules_learn_a_separable_problem(rule_name):
     """A few hundred Adam steps on a linearly separable 3-class problem reach low error."""
     torch.manual_seed(0)
-    centers = torch.randn(3, 10) * 3
+    centers = torch.randn(3, 12) * 3
     y = torch.arange(300) % 3
-    x = centers[y] + 0.5 * torch.randn(300, 10)
-    net = build_model("mlp", input_shape=(10,), num_classes=3, hidden=[16, 16])
+    x = centers[y] + 0.5 * torch.randn(300, 12)
+    net = _sweep_model(rule_name, "tanh", width=16)
     rule = build_rule(rule_name, net)
     opt = torch.optim.Adam(rule.parameters(), lr=3e-3)
     for step in range(150):

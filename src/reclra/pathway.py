@@ -34,11 +34,20 @@ class Pathway:
     levels: tuple[tuple[int, ...], ...]
 
     @classmethod
-    def from_edges(cls, edges: Iterable[Sequence[int]], num_layers: int) -> Pathway:
+    def from_edges(
+        cls,
+        edges: Iterable[Sequence[int]],
+        num_layers: int,
+        *,
+        targets: Iterable[int] | None = None,
+    ) -> Pathway:
         """Validate ``edges`` (pairs ``(j, i)``) for a network of ``num_layers`` layers.
 
+        ``targets`` lists the layers that need a target (default: every hidden layer); a rule that
+        trains some layers otherwise (e.g. backprop inside residual blocks) narrows it.
+
         Raises ``ValueError`` for malformed or out-of-range edges, self-loops, duplicates, a cycle
-        (named), or a hidden layer that no path from the output reaches.
+        (named), or a layer of ``targets`` that no path from the output reaches.
         """
         L = int(num_layers)
         if L < 1:
@@ -68,7 +77,8 @@ class Pathway:
             raise ValueError("the error pathway has a cycle: " + " -> ".join(map(str, cycle)))
         levels = _levels(children, root=L)
         reached = {n for level in levels for n in level}
-        missing = [n for n in range(1, L) if n not in reached]
+        needed = range(1, L) if targets is None else targets
+        missing = [n for n in needed if n not in reached]
         if missing:
             raise ValueError(
                 f"no error path from the output layer {L} reaches layer(s) {missing}; "

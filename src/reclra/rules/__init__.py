@@ -11,6 +11,7 @@ from reclra.rules.base import Rule, StepStats, SynapseDict
 from reclra.rules.feedback_alignment import DFA, FA
 from reclra.rules.lra import LRA
 from reclra.rules.rec_lra import RecLRA
+from reclra.rules.rec_lra_mixed import RecLRABlockBackprop
 
 __all__ = [
     "DFA",
@@ -19,6 +20,7 @@ __all__ = [
     "RULES",
     "Backprop",
     "RecLRA",
+    "RecLRABlockBackprop",
     "Rule",
     "StepStats",
     "SynapseDict",
@@ -28,6 +30,7 @@ __all__ = [
 
 RULES: Registry[Rule] = Registry("rule")
 RULES.register("rec-lra")(RecLRA)
+RULES.register("rec-lra-bp")(RecLRABlockBackprop)
 RULES.register("backprop")(Backprop)
 RULES.register("fa")(FA)
 RULES.register("dfa")(DFA)

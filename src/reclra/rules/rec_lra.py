@@ -33,6 +33,9 @@ ERROR_RULES = ("paper", "fixed", "transpose")
 class RecLRA(Rule):
     """rec-LRA over any error pathway.
 
+    The defaults (``skip`` pathway, ``transpose`` synapses, β = 0.1, E ~ N(0, 0.05²)) are the
+    best of the project's own measurements on Fashion-MNIST (see ``docs/results.md``).
+
     Args:
         net: the network.
         pathway: ``"chain"``, ``"skip"``, ``"blocks"``, a list of edges ``(j, i)``, or a
@@ -57,10 +60,10 @@ class RecLRA(Rule):
         self,
         net: LayeredNet,
         *,
-        pathway: str | Sequence[Sequence[int]] | Pathway = "chain",
+        pathway: str | Sequence[Sequence[int]] | Pathway = "skip",
         beta: float = 0.1,
         gamma: float = 1.0,
-        error_rule: Literal["paper", "fixed", "transpose"] = "paper",
+        error_rule: Literal["paper", "fixed", "transpose"] = "transpose",
         e_init: str = "gaussian",
         e_init_std: float = 0.05,
         clip: float | None = None,
@@ -115,6 +118,10 @@ class RecLRA(Rule):
         norms = {ell: error_norm(v) for ell, v in e.items()}
         return StepStats(loss=loss, error_norms=norms, depth=float(self.pathway.depth))
 
+    def update_layer(self, trace: Trace, i: int, e_i: Tensor) -> None:
+        """Local update of layer ``i`` from its error neurons (eq. 5: the operator's VJP)."""
+        local_update(self.net.layer(i), trace.inp[i], e_i, trace.skip[i])
+
     def _align(self, trace: Trace, e: dict[int, Tensor], i: int) -> Tensor:
         """Target, error neurons and local updates of layer ``i`` (its parents are done)."""
         layer = self.net.layer(i)
@@ -125,7 +132,7 @@ class RecLRA(Rule):
         d_i = reproject(sum(d_parts.values()), self.clip, per_row=True)
         y_i = target(layer.activation.f, trace.h[i], d_i, self.beta)
         e_i = error_neurons(trace.z[i], y_i)
-        local_update(layer, trace.inp[i], e_i, trace.skip[i])
+        self.update_layer(trace, i, e_i)
         if self.error_rule != "fixed":
             for j, d_ji in d_parts.items():
                 E = self.E[edge_key(j, i)]
