@@ -431,9 +431,9 @@ def test_argument_validation(mnist_dir: Path, kwargs: dict, match: str) -> None:
 
 
 def test_unknown_name_and_registry() -> None:
-    with pytest.raises(DataError, match="digits, fashion-mnist, mnist"):
-        load_dataset("cifar-10")
-    assert data.dataset_names() == ["digits", "fashion-mnist", "mnist"]
+    with pytest.raises(DataError, match="cifar10, digits, fashion-mnist, imagefolder, mnist"):
+        load_dataset("cifar-100")
+    assert data.dataset_names() == ["cifar10", "digits", "fashion-mnist", "imagefolder", "mnist"]
     assert set(data.DATASETS) == set(data.dataset_names())
 
 
