@@ -63,9 +63,10 @@ class SynapseDict(nn.Module):
                 self.register_buffer(name, w)
 
     def __getitem__(self, name: str) -> Tensor:
-        if name not in self._names:
+        tensor = self._parameters.get(name) if self.learnable else self._buffers.get(name)
+        if tensor is None:
             raise KeyError(name)
-        return getattr(self, name)
+        return tensor
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

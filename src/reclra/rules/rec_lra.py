@@ -13,6 +13,7 @@ The layers of one pathway level are independent; :meth:`RecLRA.schedule` exposes
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import reduce
 from typing import Literal
 
 import torch
@@ -95,6 +96,12 @@ class RecLRA(Rule):
             for j, i in self.pathway.edges
         }
         self.E = SynapseDict(shapes, learnable=error_rule != "fixed", init=e_init, std=e_init_std)
+        # (parent j, synapse name) of every layer, looked up once instead of at every step
+        self._inputs = {
+            i: [(j, edge_key(j, i)) for j in self.pathway.parents(i)]
+            for level in self.pathway.levels[1:]
+            for i in level
+        }
 
     def schedule(self) -> Iterator[tuple[int, ...]]:
         """The pathway's levels below the root: each is a group of independent layers."""
@@ -125,17 +132,15 @@ class RecLRA(Rule):
     def _align(self, trace: Trace, e: dict[int, Tensor], i: int) -> Tensor:
         """Target, error neurons and local updates of layer ``i`` (its parents are done)."""
         layer = self.net.layer(i)
-        d_parts = {
-            j: transmit(self.E[edge_key(j, i)], e[j], layer.out_shape)
-            for j in self.pathway.parents(i)
-        }
-        d_i = reproject(sum(d_parts.values()), self.clip, per_row=True)
+        d_parts = {j: transmit(self.E[key], e[j], layer.out_shape) for j, key in self._inputs[i]}
+        d_i = reduce(torch.add, d_parts.values())  # Σ_j E_{j→i} e_j
+        d_i = reproject(d_i, self.clip, per_row=True)
         y_i = target(layer.activation.f, trace.h[i], d_i, self.beta)
         e_i = error_neurons(trace.z[i], y_i)
         self.update_layer(trace, i, e_i)
         if self.error_rule != "fixed":
-            for j, d_ji in d_parts.items():
-                E = self.E[edge_key(j, i)]
+            for j, key in self._inputs[i]:
+                E, d_ji = self.E[key], d_parts[j]
                 if self.error_rule == "paper":  # eq. 6: ΔE = −γ d_i e_jᵀ
                     cotangent = -self.gamma * d_ji
                 else:  # transpose: ΔE = γ z*_i e_jᵀ  (= γ ΔW_{i+1}ᵀ on a chain edge)
