@@ -9,7 +9,6 @@ from reclra.activations import activation_names
 from reclra.models import build_model, model_names
 from reclra.rules import RULES, build_rule, rule_names
 
-
 #: rules that need residual blocks are swept on the MLP-ResNet instead of the MLP
 NEEDS_BLOCKS = {"rec-lra-bp"}
 

@@ -1,0 +1,403 @@
+"""Run configuration: dataclasses with commented defaults, YAML loading and ``section.key=value``.
+
+A :class:`Config` has five sections. ``model`` and ``rule`` are open mappings: the key ``name``
+selects the registry entry (:data:`reclra.models.MODELS`, :data:`reclra.rules.RULES`) and every
+other key is passed to the builder as an option (the registry rejects unknown ones). ``optim``,
+``data`` and ``train`` are fixed dataclasses; unknown keys there are errors.
+
+Configs are layered: defaults < a YAML file (:func:`load_config`) < explicit updates
+(:func:`merge_config`) < ``section.key=value`` overrides (:func:`apply_overrides`). Every layer
+only changes the keys it names: switching ``model.name`` keeps the other model options.
+
+YAML is read with a :class:`yaml.SafeLoader` subclass that also reads exponent floats without a
+dot (``2e-4``) as floats, which PyYAML's YAML 1.1 rules would leave as strings.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DEVICE_PATTERN",
+    "SECTIONS",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_to_yaml",
+    "load_config",
+    "merge_config",
+    "parse_override",
+    "parse_yaml",
+]
+
+#: Accepted values of ``train.device``.
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+OPTIMIZERS = ("adam", "sgd")
+
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
+class ConfigError(ValueError):
+    """A configuration is malformed: unknown section or key, bad value, unreadable file."""
+
+
+@dataclass
+class OptimConfig:
+    """The ``torch.optim`` optimizer that applies the rule's update directions."""
+
+    name: str = "adam"  # 'adam' or 'sgd'
+    lr: float = 2e-4  # learning rate
+    weight_decay: float = 0.0  # L2 penalty added by the optimizer
+    momentum: float = 0.0  # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam only
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it lives, and how it is split and batched."""
+
+    dataset: str = "fashion-mnist"  # see reclra.data.dataset_names()
+    data_dir: str | None = None  # folder searched first for the data files
+    val_size: int | None = None  # validation examples drawn from the training file
+    # (None: the dataset's default, 2000; 5000 for cifar10)
+    limit_train: int | None = None  # keep at most this many training examples
+    batch_size: int = 50  # training mini-batch size
+    eval_batch_size: int = 1000  # evaluation batch size (memory only, not results)
+    download: bool = True  # allow downloading missing files into the user cache
+    preprocess: str | None = None  # cifar10: 'gcn_zca' (None: default) or 'none'
+    image_size: int | None = None  # imagefolder: crop size (None: 224)
+    resize: int | None = None  # imagefolder: shorter side before the crop (None: from image_size)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = 10  # passes over the training split
+    seed: int = 0  # seeds torch, numpy, random, the validation draw and the shuffles
+    device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'
+    deterministic: bool = True  # torch.use_deterministic_algorithms(True, warn_only=True)
+    eval_samples: int = 100  # forward passes averaged for stochastic nets at evaluation
+    checkpoint_every: int = 1  # epochs between checkpoints (and one at the end)
+    threads: int | None = None  # torch.set_num_threads during the run (None: leave as is)
+
+
+def _default_model() -> dict[str, Any]:
+    return {"name": "mlp"}
+
+
+def _default_rule() -> dict[str, Any]:
+    return {"name": "rec-lra"}
+
+
+@dataclass
+class Config:
+    """A full run configuration (see the module docstring for the layering rules)."""
+
+    model: dict[str, Any] = field(default_factory=_default_model)  # name + build_model options
+    rule: dict[str, Any] = field(default_factory=_default_rule)  # name + build_rule options
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dicts (tuples as lists), ready for YAML, JSON or a checkpoint."""
+        return {name: _plain(copy.deepcopy(_section_dict(self, name))) for name in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """A validated config from nested mappings; missing sections and keys keep defaults."""
+        return merge_config(cls(), data)
+
+    def options(self, section: str) -> dict[str, Any]:
+        """The builder options of the ``model`` or ``rule`` section (every key but ``name``)."""
+        return {k: v for k, v in getattr(self, section).items() if k != "name"}
+
+    def validate(self) -> Config:
+        """Check every value's type and range; returns ``self``. Raises :class:`ConfigError`."""
+        for name in OPEN_SECTIONS:
+            _check_open_section(name, getattr(self, name))
+        for name, kind in FIXED_SECTIONS.items():
+            section = getattr(self, name)
+            if not isinstance(section, kind):
+                raise ConfigError(f"section {name!r} must be a {kind.__name__}, got {section!r}")
+            for f in dataclasses.fields(kind):
+                setattr(section, f.name, _check_value(name, f.name, getattr(section, f.name)))
+        return self
+
+
+#: Sections whose keys are open (a registry name plus builder options).
+OPEN_SECTIONS = ("model", "rule")
+#: Sections with a fixed set of keys.
+FIXED_SECTIONS: dict[str, type] = {"optim": OptimConfig, "data": DataConfig, "train": TrainConfig}
+#: Every section, in file order.
+SECTIONS = (*OPEN_SECTIONS, *FIXED_SECTIONS)
+
+
+def _section_dict(cfg: Config, name: str) -> dict[str, Any]:
+    section = getattr(cfg, name)
+    return dict(section) if name in OPEN_SECTIONS else dataclasses.asdict(section)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples → lists, recursively (YAML's safe dumper and JSON want plain containers)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Value checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_open_section(name: str, section: Any) -> None:
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"section {name!r} must be a mapping with a 'name' key, got {section!r}")
+    for key in section:
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"{name}: option names must be non-empty strings, got {key!r}")
+    registry_name = section.get("name")
+    if not isinstance(registry_name, str) or not registry_name:
+        raise ConfigError(f"{name}.name must be a non-empty string, got {registry_name!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(where: str, value: Any, *, low: int, none_ok: bool = False) -> int | None:
+    if value is None and none_ok:
+        return None
+    if not _is_int(value) or value < low:
+        null = " (or null)" if none_ok else ""
+        raise ConfigError(f"{where} must be an integer >= {low}{null}, got {value!r}")
+    return value
+
+
+def _float(where: str, value: Any, *, low: float, strict: bool) -> float:
+    if isinstance(value, str):  # e.g. "2e-4" written in a hand-made dict
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    if value < low or (strict and value == low):
+        raise ConfigError(f"{where} must be {'>' if strict else '>='} {low}, got {value!r}")
+    return float(value)
+
+
+def _bool(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _str(where: str, value: Any, *, none_ok: bool = False) -> str | None:
+    if value is None and none_ok:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _betas(where: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"{where} must be a list of two numbers in [0, 1), got {value!r}")
+    betas = tuple(_float(where, b, low=0.0, strict=False) for b in value)
+    if any(b >= 1 for b in betas):
+        raise ConfigError(f"{where} must be a list of two numbers in [0, 1), got {value!r}")
+    return betas  # type: ignore[return-value]
+
+
+def _check_value(section: str, key: str, value: Any) -> Any:
+    """The checked (and normalised) value of ``section.key``; raises :class:`ConfigError`."""
+    where = f"{section}.{key}"
+    match (section, key):
+        case ("optim", "name"):
+            if value not in OPTIMIZERS:
+                raise ConfigError(f"{where} must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
+            return value
+        case ("optim", "lr"):
+            return _float(where, value, low=0.0, strict=True)
+        case ("optim", "weight_decay" | "momentum"):
+            return _float(where, value, low=0.0, strict=False)
+        case ("optim", "betas"):
+            return _betas(where, value)
+        case ("data", "dataset"):
+            return _str(where, value)
+        case ("data", "data_dir" | "preprocess"):
+            return _str(where, value, none_ok=True)
+        case ("data", "val_size"):
+            return _int(where, value, low=0, none_ok=True)
+        case ("data", "limit_train" | "image_size" | "resize"):
+            return _int(where, value, low=1, none_ok=True)
+        case ("data", "batch_size" | "eval_batch_size"):
+            return _int(where, value, low=1)
+        case ("data", "download") | ("train", "deterministic"):
+            return _bool(where, value)
+        case ("train", "epochs" | "eval_samples" | "checkpoint_every"):
+            return _int(where, value, low=1)
+        case ("train", "seed"):
+            seed = _int(where, value, low=0)
+            if seed >= 2**32:
+                raise ConfigError(f"{where} must be below 2**32, got {value!r}")
+            return seed
+        case ("train", "device"):
+            if not isinstance(value, str) or not DEVICE_PATTERN.match(value):
+                raise ConfigError(f"{where} must be auto, cpu, cuda or cuda:N, got {value!r}")
+            return value
+        case ("train", "threads"):
+            return _int(where, value, low=1, none_ok=True)
+    raise AssertionError(f"no check for {where}")  # pragma: no cover - a field without a check
+
+
+# --------------------------------------------------------------------------------------------
+# Merging, overrides, files
+# --------------------------------------------------------------------------------------------
+
+
+def merge_config(cfg: Config, updates: Mapping[str, Any]) -> Config:
+    """A validated copy of ``cfg`` with the keys in ``updates`` (``{section: {key: value}}``) set.
+
+    Only the named keys change; ``cfg`` itself is not modified.
+
+    Raises:
+        ConfigError: unknown section, unknown key of a fixed section, or a bad value.
+    """
+    if not isinstance(updates, Mapping):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(updates).__name__}")
+    out = copy.deepcopy(cfg)
+    for section, values in updates.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"unknown config section {section!r}; sections: {', '.join(SECTIONS)}"
+            )
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"section {section!r} must be a mapping, got {values!r}")
+        target = getattr(out, section)
+        for key, value in values.items():
+            if section in OPEN_SECTIONS:
+                target[key] = copy.deepcopy(value)
+                continue
+            known = [f.name for f in dataclasses.fields(target)]
+            if key not in known:
+                raise ConfigError(
+                    f"unknown key {key!r} in section {section!r}; known keys: {', '.join(known)}"
+                )
+            setattr(target, key, copy.deepcopy(value))
+    return out.validate()
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3``-style floats (no dot) as floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str, *, where: str = "<string>") -> Any:
+    """Parse YAML safely (plain data only); syntax errors become :class:`ConfigError`."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: plain data only
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{where}: invalid YAML: {detail}") from None
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split ``section.key=value`` into its parts; the value is parsed as YAML.
+
+    Raises:
+        ConfigError: no ``=``, no section, an empty key, or a value that is not valid YAML.
+    """
+    if "=" not in text:
+        raise ConfigError(f"malformed override {text!r}: expected section.key=value")
+    path, raw = text.split("=", 1)
+    section, dot, key = path.strip().partition(".")
+    if not dot or not section:
+        raise ConfigError(
+            f"malformed override {text!r}: the key must name a section, as in optim.lr=0.01"
+        )
+    if not key or "." in key:
+        raise ConfigError(f"malformed override {text!r}: expected exactly section.key=value")
+    return section, key, parse_yaml(raw, where=f"override {text!r}")
+
+
+def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
+    """A validated copy of ``cfg`` with ``section.key=value`` overrides applied in order."""
+    out = cfg
+    for text in overrides:
+        section, key, value = parse_override(text)
+        out = merge_config(out, {section: {key: value}})
+    return out
+
+
+def load_config(path: str | os.PathLike[str], *, base: Config | None = None) -> Config:
+    """Read a YAML config file over ``base`` (default: the defaults).
+
+    The file may name only the sections and keys it changes; an empty file is the base.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, not valid YAML, not a mapping, or has
+            bad sections, keys or values.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    data = parse_yaml(text, where=str(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{path}: a config file must be a mapping of sections "
+            f"({', '.join(SECTIONS)}), got a {type(data).__name__}"
+        )
+    try:
+        return merge_config(base or Config(), data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+class _Dumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` writing sections as blocks and lists inline (``[256, 256]``)."""
+
+
+_Dumper.add_representer(
+    list, lambda dumper, value: dumper.represent_sequence(_SEQ_TAG, value, flow_style=True)
+)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The config as YAML text (what ``config.yaml`` of a run holds)."""
+    body = yaml.dump(cfg.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return f"# reclra run config (layers: defaults < file < flags < --set)\n{body}"

@@ -1,0 +1,725 @@
+"""Training runs: seeding, the epoch loop, evaluation, checkpoints, resume and run outputs.
+
+:func:`fit` (or :class:`Trainer`) trains the rule and model a :class:`~reclra.config.Config`
+describes and writes everything into one run folder::
+
+    config.yaml          the resolved config (written at the start)
+    metrics.jsonl        one JSON object per epoch
+    checkpoint.pt        rule + optimizer + RNG states + metrics (every checkpoint_every epochs
+                         and at the end; loads with torch.load(..., weights_only=True))
+    summary.json         final/best errors, test-set confusion matrix and P/R/F1, timings, ...
+    learning_curve.png   train/validation/test error against epoch
+
+A resumed run (``resume=True``) continues from the checkpoint and reproduces the uninterrupted
+run exactly: the shuffle of epoch ``e`` depends only on ``(seed, e)`` and every RNG state is
+restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import pickle
+import platform
+import random
+import statistics
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+import reclra
+from reclra.analysis import classification_report, plot_learning_curves
+from reclra.config import DEVICE_PATTERN, Config, ConfigError, TrainConfig, config_to_yaml
+from reclra.data import Dataset, Split, iterate_minibatches, load_dataset
+from reclra.models import MODELS, LayeredNet, build_model
+from reclra.rules import RULES, Rule, build_rule
+
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "CURVE",
+    "METRICS",
+    "SUMMARY",
+    "CheckpointError",
+    "Evaluation",
+    "RunError",
+    "Trainer",
+    "TrainingInterrupted",
+    "count_parameters",
+    "evaluate",
+    "evaluate_checkpoint",
+    "fit",
+    "load_checkpoint",
+    "read_checkpoint",
+    "select_device",
+]
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CURVE = "learning_curve.png"
+
+#: Top-k error reported besides the error when there are more than this many classes.
+TOPK = 5
+
+#: Data keys that may differ between a run and its resumption (where the files come from).
+_RESUMABLE_DATA_KEYS = ("data_dir", "download", "eval_batch_size")
+
+
+class RunError(ValueError):
+    """The run folder does not allow what was asked (existing run, nothing to resume, mismatch)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not a reclra checkpoint."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``epoch`` is the last epoch saved in ``checkpoint`` (or None)."""
+
+    def __init__(self, epoch: int | None, checkpoint: Path) -> None:
+        super().__init__(f"interrupted; last checkpointed epoch: {epoch}")
+        self.epoch = epoch
+        self.checkpoint = checkpoint
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    """Errors of a model on a split.
+
+    Attributes:
+        error: misclassified examples in % (None for an empty split).
+        top5_error: examples whose class is not among the 5 most probable, in % (None when the
+            model has at most 5 classes or the split is empty).
+        y_true, y_pred: labels and predicted classes (CPU int64 tensors).
+    """
+
+    error: float | None
+    top5_error: float | None
+    y_true: Tensor
+    y_pred: Tensor
+
+
+def _net_of(model: Rule | LayeredNet) -> LayeredNet:
+    return model.net if isinstance(model, Rule) else model
+
+
+@torch.no_grad()
+def evaluate(
+    model: Rule | LayeredNet,
+    split: Split,
+    *,
+    batch_size: int = 1000,
+    samples: int = 100,
+) -> Evaluation:
+    """Classification error of ``model`` (a rule or a network) on ``split``, batched.
+
+    Stochastic networks are scored by their posterior averaged over ``samples`` forward passes
+    (:meth:`~reclra.models.LayeredNet.predict_proba`). Batches are moved to the model's device;
+    counts stay there until one sync at the end. The network is put in eval mode meanwhile.
+    """
+    net = _net_of(model)
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        wrong = torch.zeros((), dtype=torch.long, device=device)
+        wrong_k = torch.zeros((), dtype=torch.long, device=device)
+        preds: list[Tensor] = []
+        num_classes = 0
+        for x, y in iterate_minibatches(split, batch_size, shuffle=False, device=device):
+            proba = net.predict_proba(x, samples=samples)
+            num_classes = proba.shape[1]
+            pred = proba.argmax(dim=1)
+            preds.append(pred)
+            wrong += (pred != y).sum()
+            if num_classes > TOPK:
+                top = proba.topk(TOPK, dim=1).indices
+                wrong_k += (~(top == y[:, None]).any(dim=1)).sum()
+    finally:
+        net.train(was_training)
+    n = len(split)
+    y_pred = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
+    if n == 0:
+        return Evaluation(None, None, split.y.cpu(), y_pred)
+    counts = torch.stack([wrong, wrong_k]).tolist()
+    top5 = 100.0 * counts[1] / n if num_classes > TOPK else None
+    return Evaluation(100.0 * counts[0] / n, top5, split.y.cpu(), y_pred)
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``; ``cuda[:N]`` must be available."""
+    if not isinstance(name, str) or not DEVICE_PATTERN.match(name):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"train.device={name}: only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    return device
+
+
+def _describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count_parameters(rule: Rule) -> dict[str, int]:
+    """Numbers of model parameters, rule-owned learnable synapses and fixed feedback weights."""
+    net_params = {id(p) for p in rule.net.parameters()}
+    net_buffers = {id(b) for b in rule.net.buffers()}
+    return {
+        "model": sum(p.numel() for p in rule.net.parameters()),
+        "learnable_synapses": sum(p.numel() for p in rule.parameters() if id(p) not in net_params),
+        "fixed_feedback": sum(b.numel() for b in rule.buffers() if id(b) not in net_buffers),
+    }
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of the shuffle of ``epoch``: depends only on ``(seed, epoch)``."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through a temp file in the same folder and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # CPU and every CUDA device
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Every RNG state as plain data and tensors (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "numpy": {
+            "name": str(name),
+            "keys": [int(k) for k in keys],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    keys = np.asarray(n["keys"], dtype=np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+
+
+@contextlib.contextmanager
+def _runtime(train: TrainConfig, device: torch.device) -> Iterator[None]:
+    """Thread count and determinism for the run; the previous settings are restored after."""
+    threads = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    try:
+        if train.threads is not None:
+            torch.set_num_threads(train.threads)
+        if train.deterministic:
+            if device.type == "cuda":  # cuBLAS needs it for reproducible GEMMs
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=det_warn)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def _build(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> Rule:
+    """Model and rule from the config; option values of the wrong type become ConfigError."""
+    model_name, rule_name = cfg.model["name"], cfg.rule["name"]
+    try:
+        net = build_model(
+            model_name, input_shape=input_shape, num_classes=num_classes, **cfg.options("model")
+        )
+    except TypeError as exc:
+        raise ConfigError(f"model {model_name!r}: bad option value: {exc}") from exc
+    try:
+        return build_rule(rule_name, net, **cfg.options("rule"))
+    except TypeError as exc:
+        raise ConfigError(f"rule {rule_name!r}: bad option value: {exc}") from exc
+
+
+def _load_data(cfg: Config, *, dataset: str | None = None, data_dir: str | None = None) -> Dataset:
+    """The dataset of ``cfg`` (split with the run's seed), or ``dataset`` loaded the same way."""
+    d = cfg.data
+    return load_dataset(
+        dataset or d.dataset,
+        data_dir=data_dir if data_dir is not None else d.data_dir,
+        val_size=d.val_size,
+        limit_train=d.limit_train,
+        seed=cfg.train.seed,
+        download=d.download,
+        preprocess=d.preprocess,
+        image_size=d.image_size,
+        resize=d.resize,
+    )
+
+
+def _load_rule_state(rule: Rule, state: Mapping[str, Any], path: Path) -> None:
+    """Load a checkpoint's rule state; a mismatch becomes a :class:`CheckpointError`."""
+    try:
+        rule.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(
+            f"{path}: state does not fit the configured model: {detail}"
+        ) from None
+
+
+def _evaluate_with(cfg: Config, rule: Rule, split: Split) -> Evaluation:
+    """:func:`evaluate` with the config's evaluation batch size and posterior samples."""
+    return evaluate(
+        rule, split, batch_size=cfg.data.eval_batch_size, samples=cfg.train.eval_samples
+    )
+
+
+def _make_optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+_CHECKPOINT_KEYS = ("rule", "optim", "epoch", "config", "data_info", "rng", "metrics")
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (onto the CPU) and check its keys.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not a reclra checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+    ) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"cannot read checkpoint {path}: {detail}") from None
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is not a reclra checkpoint (missing {', '.join(missing)})")
+    return ckpt
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> tuple[Config, Rule]:
+    """Rebuild the model and rule a checkpoint was trained with and load its state.
+
+    Returns:
+        The run's config and the rule (its network is ``rule.net``), on ``device``, in eval mode.
+    """
+    ckpt = read_checkpoint(path)
+    cfg = Config.from_dict(ckpt["config"])
+    info = ckpt["data_info"]
+    rule = _build(cfg, tuple(info["input_shape"]), int(info["num_classes"]))
+    _load_rule_state(rule, ckpt["rule"], Path(path))
+    return cfg, rule.to(device).eval()
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Validation and test errors and the test-set P/R/F1 report of a saved run.
+
+    The data are split as in training (same ``val_size``, ``limit_train`` and seed) unless
+    ``dataset`` names another dataset, which must have the same input size and classes.
+    """
+    cfg, rule = load_checkpoint(path, device=select_device(device))
+    data = _load_data(cfg, dataset=dataset, data_dir=data_dir)
+    net = rule.net
+    n_in, n_out = math.prod(net.input_shape), net.layer(net.num_layers).size
+    if data.input_dim != n_in or data.num_classes != n_out:
+        raise ValueError(
+            f"dataset {data.name!r} has inputs of size {data.input_dim} and {data.num_classes} "
+            f"classes, but the checkpoint's model takes {n_in} inputs and has {n_out} classes"
+        )
+    out: dict[str, Any] = {"checkpoint": str(path), "dataset": data.name, "source": data.source}
+    for split_name in ("val", "test"):
+        ev = _evaluate_with(cfg, rule, getattr(data, split_name))
+        out[f"{split_name}_error"] = ev.error
+        if ev.top5_error is not None:
+            out[f"{split_name}_top5_error"] = ev.top5_error
+    out["test_report"] = classification_report(ev.y_true, ev.y_pred, data.num_classes)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+
+
+def _comparable(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a config a resumed run must share with the checkpoint."""
+    data = {k: v for k, v in cfg_dict["data"].items() if k not in _RESUMABLE_DATA_KEYS}
+    return {"model": cfg_dict["model"], "rule": cfg_dict["rule"], "data": data}
+
+
+def _mismatch(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    diffs = []
+    for section, values in current.items():
+        old = stored[section]
+        for key in sorted(set(values) | set(old)):
+            if values.get(key) != old.get(key):
+                diffs.append(
+                    f"{section}.{key}: checkpoint {old.get(key)!r}, now {values.get(key)!r}"
+                )
+    return diffs
+
+
+class Trainer:
+    """One training run of ``cfg`` in the folder ``out_dir`` (see the module docstring).
+
+    Args:
+        cfg: the run configuration (validated; not modified).
+        out_dir: the run folder (created if needed); nothing is written outside it.
+        resume: continue from ``out_dir/checkpoint.pt``; the model, rule and data sections must
+            match the checkpoint's (``data_dir``, ``download`` and ``eval_batch_size`` may
+            differ); ``train.epochs`` may be raised to train longer.
+        overwrite: start afresh even though ``out_dir`` holds a checkpoint.
+        progress: show a tqdm bar per epoch (only on a terminal).
+        on_epoch: called with each epoch's metrics record once it is saved.
+
+    After :meth:`run`, ``dataset``, ``rule``, ``optimizer`` and ``metrics`` hold the trained state.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        out_dir: str | os.PathLike[str],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        if resume and overwrite:
+            raise RunError("resume and overwrite exclude each other")
+        self.cfg = Config.from_dict(cfg.to_dict())  # a validated private copy
+        self.out_dir = Path(out_dir)
+        self.resume, self.overwrite = resume, overwrite
+        self.progress, self.on_epoch = progress, on_epoch
+        self.device = select_device(self.cfg.train.device)
+        self.metrics: list[dict[str, Any]] = []
+        self.dataset: Dataset | None = None
+        self.rule: Rule | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.saved_epoch: int | None = None
+
+    def path(self, name: str) -> Path:
+        """A file of the run folder."""
+        return self.out_dir / name
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def _check_folder(self) -> dict[str, Any] | None:
+        """Refuse what the folder does not allow; the checkpoint to resume from, if any."""
+        ckpt_path = self.path(CHECKPOINT)
+        if not self.resume:
+            if ckpt_path.exists() and not self.overwrite:
+                raise RunError(
+                    f"{self.out_dir} already holds a run ({CHECKPOINT}); resume it, choose "
+                    f"another folder, or overwrite it (resume=True / overwrite=True, "
+                    f"--resume / --overwrite)"
+                )
+            return None
+        if not ckpt_path.exists():
+            raise RunError(f"nothing to resume: {ckpt_path} does not exist")
+        ckpt = read_checkpoint(ckpt_path)
+        stored = Config.from_dict(ckpt["config"]).to_dict()
+        diffs = _mismatch(_comparable(stored), _comparable(self.cfg.to_dict()))
+        if diffs:
+            raise RunError(
+                f"cannot resume {ckpt_path}: the config differs from the checkpoint's in "
+                + "; ".join(diffs)
+            )
+        if ckpt["epoch"] > self.cfg.train.epochs:
+            raise RunError(
+                f"cannot resume {ckpt_path}: it is at epoch {ckpt['epoch']}, beyond "
+                f"train.epochs={self.cfg.train.epochs}"
+            )
+        return ckpt
+
+    def _setup(self, ckpt: dict[str, Any] | None) -> int:
+        """Seed, load the data, build model/rule/optimizer, restore a checkpoint; first epoch."""
+        cfg = self.cfg
+        MODELS.get(cfg.model["name"])  # unknown names fail before the data are loaded
+        RULES.get(cfg.rule["name"])
+        _seed_everything(cfg.train.seed)
+        self.dataset = _load_data(cfg).to(self.device)
+        rule = _build(cfg, self.dataset.input_shape, self.dataset.num_classes).to(self.device)
+        self.rule = rule
+        self.optimizer = _make_optimizer(cfg, list(rule.parameters()))
+        if ckpt is None:
+            return 1
+        _load_rule_state(rule, ckpt["rule"], self.path(CHECKPOINT))
+        self.optimizer.load_state_dict(ckpt["optim"])
+        self.metrics = [dict(m) for m in ckpt["metrics"]]
+        self.saved_epoch = int(ckpt["epoch"])
+        _set_rng_state(ckpt["rng"])
+        return self.saved_epoch + 1
+
+    def _start_outputs(self) -> None:
+        """Write config.yaml and metrics.jsonl (the checkpoint's epochs only); clear old files."""
+        if self.overwrite:
+            for name in (CHECKPOINT, SUMMARY, CURVE):
+                self.path(name).unlink(missing_ok=True)
+        _write_text(self.path(CONFIG), config_to_yaml(self.cfg))
+        _write_text(self.path(METRICS), "".join(json.dumps(m) + "\n" for m in self.metrics))
+
+    # -- epochs ----------------------------------------------------------------------------
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the shuffled training split; loss/depth/error-norm means and seconds."""
+        assert self.rule is not None and self.optimizer is not None and self.dataset is not None
+        cfg, rule, opt, device = self.cfg, self.rule, self.optimizer, self.device
+        split = self.dataset.train
+        generator = torch.Generator().manual_seed(_epoch_seed(cfg.train.seed, epoch))
+        batches = iterate_minibatches(split, cfg.data.batch_size, shuffle=True, generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        depth_sum: Tensor | float = 0.0
+        norm_sums: dict[int, Tensor] = {}
+        count = 0
+        rule.train()
+        _sync(device)
+        start = time.perf_counter()
+        with tqdm(
+            total=math.ceil(len(split) / cfg.data.batch_size),
+            desc=f"epoch {epoch}/{cfg.train.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None if self.progress else True,
+        ) as bar:
+            for step, (x, y) in enumerate(batches, start=1):
+                opt.zero_grad()
+                stats = rule.compute_grads(x, y)
+                opt.step()
+                n = y.shape[0]
+                loss_sum += stats.loss.detach() * n
+                depth_sum = depth_sum + stats.depth * n
+                for ell, norm in stats.error_norms.items():
+                    weighted = norm.detach() * n
+                    norm_sums[ell] = norm_sums[ell] + weighted if ell in norm_sums else weighted
+                count += n
+                bar.update()
+                if not bar.disable and (step % 10 == 0 or step == bar.total):
+                    bar.set_postfix(loss=f"{(loss_sum / count).item():.4f}")  # a sync per 10
+        _sync(device)
+        seconds = time.perf_counter() - start
+        layers = sorted(norm_sums)
+        values = torch.stack(
+            [loss_sum, torch.as_tensor(depth_sum, device=device, dtype=loss_sum.dtype)]
+            + [norm_sums[ell].to(loss_sum.dtype) for ell in layers]
+        )
+        means = (values / max(count, 1)).tolist()  # the epoch's one sync
+        return {
+            "loss": means[0],
+            "depth": means[1],
+            "error_norms": {str(ell): v for ell, v in zip(layers, means[2:], strict=True)},
+            "seconds": seconds,
+        }
+
+    def _evaluate_all(self, record: dict[str, Any]) -> Evaluation:
+        """Add train/val/test errors (and top-5) to ``record``; returns the test evaluation."""
+        assert self.rule is not None and self.dataset is not None
+        ev = None
+        for name in ("train", "val", "test"):
+            ev = _evaluate_with(self.cfg, self.rule, getattr(self.dataset, name))
+            record[f"{name}_error"] = ev.error
+            if ev.top5_error is not None:
+                record[f"{name}_top5_error"] = ev.top5_error
+        assert ev is not None
+        return ev
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        assert self.rule is not None and self.optimizer is not None and self.dataset is not None
+        state = {
+            "rule": self.rule.state_dict(),
+            "optim": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "config": self.cfg.to_dict(),
+            "data_info": {
+                "name": self.dataset.name,
+                "input_shape": list(self.dataset.input_shape),
+                "num_classes": self.dataset.num_classes,
+                "source": self.dataset.source,
+            },
+            "rng": _rng_state(self.device),
+            "metrics": self.metrics,
+        }
+        _atomic_write(self.path(CHECKPOINT), lambda tmp: torch.save(state, tmp))
+        self.saved_epoch = epoch
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Train (or continue) to ``train.epochs``; write every output; return the summary.
+
+        Raises:
+            TrainingInterrupted: on Ctrl-C; the last checkpoint stays on disk.
+            ConfigError, RunError, CheckpointError, reclra.data.DataError, ValueError: bad
+                config, run folder, checkpoint, data or options (before any training).
+        """
+        ckpt = self._check_folder()
+        with _runtime(self.cfg.train, self.device):
+            first = self._setup(ckpt)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._start_outputs()
+            test_eval = None
+            epochs, every = self.cfg.train.epochs, self.cfg.train.checkpoint_every
+            try:
+                for epoch in range(first, epochs + 1):
+                    record = {"epoch": epoch, **self._train_epoch(epoch)}
+                    test_eval = self._evaluate_all(record)
+                    self.metrics.append(record)
+                    with open(self.path(METRICS), "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                    if epoch % every == 0 or epoch == epochs:
+                        self._save_checkpoint(epoch)
+                    if self.on_epoch is not None:
+                        self.on_epoch(record)
+            except KeyboardInterrupt:
+                raise TrainingInterrupted(self.saved_epoch, self.path(CHECKPOINT)) from None
+            if test_eval is None:  # resumed a finished run: nothing was trained
+                assert self.rule is not None and self.dataset is not None
+                test_eval = _evaluate_with(self.cfg, self.rule, self.dataset.test)
+            return self._finish(test_eval)
+
+    def _finish(self, test_eval: Evaluation) -> dict[str, Any]:
+        """Write summary.json and the learning curve; returns the summary."""
+        assert self.rule is not None and self.dataset is not None
+        ds, last = self.dataset, self.metrics[-1]
+        error_keys = [k for k in last if k.endswith("_error")]
+        has_val = len(ds.val) > 0
+        by = "val_error" if has_val else "train_error"
+        best = min(self.metrics, key=lambda m: (m[by], m["epoch"]))
+        summary = {
+            "rule": self.cfg.rule["name"],
+            "model": self.cfg.model["name"],
+            "epochs": last["epoch"],
+            "final": {k: last[k] for k in error_keys},
+            "best": {"by": by, "epoch": best["epoch"], **{k: best[k] for k in error_keys}},
+            "seconds_per_epoch": statistics.median(m["seconds"] for m in self.metrics),
+            "train_seconds": sum(m["seconds"] for m in self.metrics),
+            "parameters": count_parameters(self.rule),
+            "test_report": classification_report(
+                test_eval.y_true, test_eval.y_pred, ds.num_classes
+            ),
+            "dataset": {
+                "name": ds.name,
+                "source": ds.source,
+                "num_classes": ds.num_classes,
+                "input_shape": list(ds.input_shape),
+                "sizes": {"train": len(ds.train), "val": len(ds.val), "test": len(ds.test)},
+            },
+            "device": _describe_device(self.device),
+            "versions": {
+                "reclra": reclra.__version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+            "out_dir": str(self.out_dir),
+        }
+        _write_json(self.path(SUMMARY), summary)
+        title = f"{self.cfg.rule['name']} · {self.cfg.model['name']} · {ds.name}"
+        plot_learning_curves(self.metrics, self.path(CURVE), title)
+        return summary
+
+
+def fit(
+    cfg: Config,
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg`` into the run folder ``out_dir``; returns the summary (see :class:`Trainer`)."""
+    trainer = Trainer(
+        cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress, on_epoch=on_epoch
+    )
+    return trainer.run()
