@@ -388,3 +388,30 @@ def test_unavailable_cuda(capsys, tmp_path: Path, tiny_yaml: Path) -> None:
         capsys, "train", "--config", tiny_yaml, "--device", "cuda", "--out", tmp_path / "r"
     )
     assert_one_error_line(code, err, "CUDA is not available")
+
+
+def test_bench_times_rules_side_by_side(capsys, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code, stdout, _ = run_main(
+        capsys, "bench", "--rules", "backprop,rec-lra", "--steps", "2", "--rounds", "2",
+        "--set", "model.hidden=[8]", "--input-shape", "1,4,4", "--json", str(out),
+        "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0 and "rec-lra" in stdout
+    report = json.loads(out.read_text())
+    rows = {r["rule"]: r for r in report["results"]}
+    assert set(rows) == {"backprop", "rec-lra"} and rows["backprop"]["ratio_to_first"] == 1.0
+    assert all(len(r["rounds"]) == 2 and r["median_ms"] > 0 for r in rows.values())
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--rules", "backprop", "--input-shape", "1,x"], "--input-shape"),
+        (["--rules", "backprop", "--set", "optim.lr=1"], "model options only"),
+        (["--rules", "backprop", "--set", "model.width=3"], "unknown option"),
+    ],
+)
+def test_bench_bad_input(capsys, argv, match) -> None:
+    code, _, err = run_main(capsys, "bench", "--steps", "1", "--rounds", "1", *argv)
+    assert_one_error_line(code, err, match)

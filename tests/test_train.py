@@ -600,3 +600,20 @@ def test_plots(tmp_path: Path) -> None:
     for name in ("curve.png", "cmp.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
     assert matplotlib.get_backend() == backend  # the global backend is left alone
+
+
+def test_synapse_lr_scale_gives_error_synapses_their_own_learning_rate() -> None:
+    from reclra.models import build_model
+    from reclra.rules import build_rule
+    from reclra.train import _make_optimizer
+
+    cfg = Config()
+    cfg = apply_overrides(cfg, ["optim.lr=0.01", "optim.synapse_lr_scale=0.1"])
+    net = build_model("mlp", input_shape=(4,), num_classes=3, hidden=[5, 5])
+    rule = build_rule("rec-lra", net, error_rule="paper")
+    opt = _make_optimizer(cfg, rule)
+    model_group, synapse_group = opt.param_groups
+    assert model_group["lr"] == 0.01 and synapse_group["lr"] == pytest.approx(0.001)
+    assert {id(p) for p in synapse_group["params"]} == {id(p) for p in rule.E.parameters()}
+    fixed = build_rule("rec-lra", net, error_rule="fixed")
+    assert len(_make_optimizer(cfg, fixed).param_groups) == 1  # no learnable synapses

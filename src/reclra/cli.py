@@ -1,4 +1,4 @@
-"""The ``reclra`` command line: ``train``, ``eval``, ``list`` and ``compare``.
+"""The ``reclra`` command line: ``train``, ``eval``, ``list``, ``compare`` and ``bench``.
 
 Configs are layered as defaults < ``--config FILE.yaml`` < explicit flags (``--rule``,
 ``--epochs``, …) < ``--set section.key=value`` (repeatable). Bad input (unknown names, malformed
@@ -18,8 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from reclra.activations import activation_names
 from reclra.analysis import plot_comparison
+from reclra.bench import benchmark_rules
 from reclra.config import (
     Config,
     ConfigError,
@@ -31,7 +34,13 @@ from reclra.config import (
 from reclra.data import DatasetNotFound, dataset_names
 from reclra.models import MODELS
 from reclra.rules import RULES
-from reclra.train import CONFIG, Trainer, TrainingInterrupted, evaluate_checkpoint
+from reclra.train import (
+    CONFIG,
+    Trainer,
+    TrainingInterrupted,
+    evaluate_checkpoint,
+    select_device,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -255,6 +264,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument("--out", type=Path, help="output folder (default runs/compare-TIME)")
     cmp_.set_defaults(func=_cmd_compare)
+
+    bench = sub.add_parser(
+        "bench",
+        help="time training steps of several rules side by side",
+        description="Time full training steps (zero_grad, compute_grads, Adam step) of several "
+        "rules on the same model and random data, in interleaved rounds; prints the median and "
+        "spread of ms/step and each rule's ratio to the first. Model options come from "
+        "--set model.KEY=VALUE.",
+    )
+    bench.add_argument(
+        "--rules", required=True, help="comma-separated rules, e.g. backprop,rec-lra"
+    )
+    bench.add_argument("--model", default="mlp", help="model name (default mlp)")
+    bench.add_argument("--input-shape", default="1,28,28", help="shape of one example (1,28,28)")
+    bench.add_argument("--classes", type=int, default=10, help="number of classes (10)")
+    bench.add_argument("--batch-size", type=int, default=50, help="mini-batch size (50)")
+    bench.add_argument("--steps", type=int, default=50, help="timed steps per round (50)")
+    bench.add_argument("--rounds", type=int, default=7, help="interleaved rounds (7)")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    bench.add_argument("--threads", type=int, help="torch CPU threads")
+    bench.add_argument(
+        "--set", action="append", default=[], metavar="model.KEY=VALUE", help="model option"
+    )
+    bench.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -387,6 +421,49 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     plot_comparison(curves, out / "comparison.png", title=f"test error · {cfg.data.dataset}")
     _print_table(rows)
     print(f"comparison in {out / 'comparison.json'} and {out / 'comparison.png'}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    rules = _parse_rules(args.rules)
+    cfg = Config(model={"name": args.model})
+    for text in args.set:
+        if parse_override(text)[0] != "model":
+            raise ConfigError(f"bench: --set takes model options only, got {text!r}")
+    cfg = apply_overrides(cfg, args.set)
+    try:
+        shape = tuple(int(s) for s in args.input_shape.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--input-shape must look like 1,28,28, got {args.input_shape!r}"
+        ) from None
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    options = {k: v for k, v in cfg.model.items() if k != "name"}
+    results = benchmark_rules(
+        rules, model=args.model, model_options=options, input_shape=shape,
+        num_classes=args.classes, batch_size=args.batch_size, steps=args.steps,
+        rounds=args.rounds, device=device,
+    )  # fmt: skip
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(
+        f"{args.model} {options or ''} · batch {args.batch_size} · {where} · "
+        f"{torch.get_num_threads()} threads · {args.rounds} rounds × {args.steps} steps"
+    )
+    print(f"{'rule':<14}{'median ms/step':>16}{'IQR':>8}{'min':>8}{'max':>8}{'× first':>9}")
+    for r in results:
+        print(
+            f"{r.rule:<14}{r.median_ms:>16.3f}{r.iqr_ms:>8.3f}{r.min_ms:>8.3f}{r.max_ms:>8.3f}"
+            f"{r.ratio_to_first:>9.3f}"
+        )
+    if args.json:
+        report = {
+            "model": args.model, "model_options": options, "input_shape": list(shape),
+            "batch_size": args.batch_size, "device": where, "threads": torch.get_num_threads(),
+            "results": [r.as_dict() for r in results],
+        }  # fmt: skip
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

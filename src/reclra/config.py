@@ -64,6 +64,8 @@ class OptimConfig:
     weight_decay: float = 0.0  # L2 penalty added by the optimizer
     momentum: float = 0.0  # sgd only
     betas: tuple[float, float] = (0.9, 0.999)  # adam only
+    synapse_lr_scale: float = 1.0  # lr of the rule's learnable error synapses, relative to lr
+    # (Adam ignores the scale of a gradient, so this is how γ < 1 slows E down under Adam)
 
 
 @dataclass
@@ -237,7 +239,7 @@ def _check_value(section: str, key: str, value: Any) -> Any:
             if value not in OPTIMIZERS:
                 raise ConfigError(f"{where} must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
             return value
-        case ("optim", "lr"):
+        case ("optim", "lr" | "synapse_lr_scale"):
             return _float(where, value, low=0.0, strict=True)
         case ("optim", "weight_decay" | "momentum"):
             return _float(where, value, low=0.0, strict=False)

@@ -339,11 +339,24 @@ def _evaluate_with(cfg: Config, rule: Rule, split: Split) -> Evaluation:
     )
 
 
-def _make_optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def _param_groups(cfg: Config, rule: Rule) -> list[dict[str, Any]]:
+    """The model's parameters at ``lr``; the rule's own learnable synapses (if any) at
+    ``lr · synapse_lr_scale``."""
+    model = list(rule.net.parameters())
+    ids = {id(p) for p in model}
+    synapses = [p for p in rule.parameters() if id(p) not in ids]
+    groups = [{"params": model}]
+    if synapses:
+        groups.append({"params": synapses, "lr": cfg.optim.lr * cfg.optim.synapse_lr_scale})
+    return groups
+
+
+def _make_optimizer(cfg: Config, rule: Rule) -> torch.optim.Optimizer:
     o = cfg.optim
+    groups = _param_groups(cfg, rule)
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.Adam(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,7 +545,7 @@ class Trainer:
         self.dataset = _load_data(cfg).to(self.device)
         rule = _build(cfg, self.dataset.input_shape, self.dataset.num_classes).to(self.device)
         self.rule = rule
-        self.optimizer = _make_optimizer(cfg, list(rule.parameters()))
+        self.optimizer = _make_optimizer(cfg, rule)
         if ckpt is None:
             return 1
         _load_rule_state(rule, ckpt["rule"], self.path(CHECKPOINT))
