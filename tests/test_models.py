@@ -215,3 +215,10 @@ def test_lra_refuses_residual_models():
     net = build_model("mlp-resnet", input_shape=(6,), num_classes=3, width=5)
     with pytest.raises(ValueError, match="rec-lra for residual"):
         build_rule("lra", net)
+
+
+def test_default_pathway_is_blocks_on_residual_models_and_skip_otherwise():
+    res = _resnet()
+    assert RecLRA(res).pathway.edges == RecLRA(res, pathway="blocks").pathway.edges
+    mlp = build_model("mlp", input_shape=(6,), num_classes=3, hidden=[4, 4])
+    assert RecLRA(mlp).pathway.depth == 1

@@ -34,13 +34,15 @@ ERROR_RULES = ("paper", "fixed", "transpose")
 class RecLRA(Rule):
     """rec-LRA over any error pathway.
 
-    The defaults (``skip`` pathway, ``transpose`` synapses, β = 0.1, E ~ N(0, 0.05²)) are the
-    best of the project's own measurements on Fashion-MNIST (see ``docs/results.md``).
+    The defaults (``skip`` pathway — ``blocks`` on residual models —, ``transpose`` synapses,
+    β = 0.1, E ~ N(0, 0.05²)) are the best of the project's own measurements on Fashion-MNIST
+    (see ``docs/results.md``).
 
     Args:
         net: the network.
         pathway: ``"chain"``, ``"skip"``, ``"blocks"``, a list of edges ``(j, i)``, or a
-            :class:`~reclra.pathway.Pathway`.
+            :class:`~reclra.pathway.Pathway`. Default: ``"blocks"`` for residual models (000
+            Algorithm 2), ``"skip"`` otherwise.
         beta: β, the step of the target displacement (eq. 3).
         gamma: γ, the scale of the error-synapse update (eq. 6 / transpose rule).
         error_rule: how the synapses ``E`` learn — ``"paper"`` (``ΔE_{j→i} = −γ d_i e_jᵀ``),
@@ -61,7 +63,7 @@ class RecLRA(Rule):
         self,
         net: LayeredNet,
         *,
-        pathway: str | Sequence[Sequence[int]] | Pathway = "skip",
+        pathway: str | Sequence[Sequence[int]] | Pathway | None = None,
         beta: float = 0.1,
         gamma: float = 1.0,
         error_rule: Literal["paper", "fixed", "transpose"] = "transpose",
@@ -80,6 +82,8 @@ class RecLRA(Rule):
         if clip is not None and clip <= 0:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
         L = net.num_layers
+        if pathway is None:
+            pathway = "blocks" if net.blocks else "skip"
         if isinstance(pathway, Pathway):
             if pathway.num_layers != L:
                 raise ValueError(f"pathway is for {pathway.num_layers} layers, the net has {L}")
