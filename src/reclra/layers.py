@@ -78,6 +78,11 @@ class Layer(nn.Module):
         return math.prod(self.out_shape)
 
     @property
+    def has_parameters(self) -> bool:
+        """Whether the layer has parameters that learn."""
+        return any(p.requires_grad for p in self.parameters())
+
+    @property
     def is_dense(self) -> bool:
         """A plain ``nn.Linear`` with a parameter-free shortcut: the GEMM fast paths apply."""
         return isinstance(self.op, nn.Linear) and not any(True for _ in self.shortcut.parameters())
@@ -120,6 +125,9 @@ class Trace:
 
     inp: list[Tensor | None] = field(default_factory=list)
     skip: list[Tensor | None] = field(default_factory=list)
+    #: per layer, ``h`` with the autograd graph of that layer's operator alone (inputs detached),
+    #: recorded for non-dense layers when asked (``local_graphs=True``), else ``None``
+    local: list[Tensor | None] = field(default_factory=list)
     h: list[Tensor | None] = field(default_factory=list)
     z: list[Tensor | None] = field(default_factory=list)
     out: list[Tensor] = field(default_factory=list)
@@ -138,7 +146,12 @@ class Trace:
 
 
 def local_grads(
-    layer: Layer, z_in: Tensor, cotangent: Tensor, skip: Tensor | None = None
+    layer: Layer,
+    z_in: Tensor,
+    cotangent: Tensor,
+    skip: Tensor | None = None,
+    *,
+    h: Tensor | None = None,
 ) -> list[tuple[Tensor, Tensor]]:
     """The local update of ``layer``'s own parameters, as ``(parameter, direction)`` pairs.
 
@@ -146,7 +159,8 @@ def local_grads(
     at its recorded inputs (detached), with cotangent ``cotangent`` on ``h`` (SPEC §1), as a batch
     mean. For a dense layer this is ``ΔW = mean e z_inᵀ`` and ``Δb = mean e``, computed by a GEMM
     fast path; every other operator goes through autograd on the operator alone (it never
-    differentiates through another layer or through φ).
+    differentiates through another layer or through φ): on ``h``, the pre-activation recorded
+    with that layer's local graph if given, else on a replay of the layer.
     """
     e = cotangent / cotangent.shape[0]
     if layer.is_dense:
@@ -159,14 +173,18 @@ def local_grads(
     if not params:
         return []
     with torch.enable_grad():
-        h = replay(layer, z_in.detach(), None if skip is None else skip.detach())
-        grads = torch.autograd.grad(h, params, grad_outputs=e.view_as(h), allow_unused=True)
+        if h is None:
+            h = replay(layer, z_in.detach(), None if skip is None else skip.detach())
+        grads = torch.autograd.grad(
+            h, params, grad_outputs=e.view_as(h), allow_unused=True, retain_graph=True
+        )
     return [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
 
 
-def local_update(layer: Layer, z_in: Tensor, cotangent: Tensor, skip: Tensor | None = None) -> None:
-    """Accumulate :func:`local_grads` into the parameters' ``.grad``."""
-    for p, g in local_grads(layer, z_in, cotangent, skip):
+def local_update(layer: Layer, trace: Trace, ell: int, cotangent: Tensor) -> None:
+    """Accumulate the :func:`local_grads` of layer ``ℓ`` of ``trace`` into ``.grad``."""
+    grads = local_grads(layer, trace.inp[ell], cotangent, trace.skip[ell], h=trace.local[ell])
+    for p, g in grads:
         accumulate_grad(p, g)
 
 

@@ -67,16 +67,27 @@ class LayeredNet(nn.Module):
         """Whether any layer samples in its forward pass (Bernoulli units)."""
         return any(layer.activation.stochastic for layer in self.layers)
 
-    def trace(self, x: Tensor) -> Trace:
-        """Forward pass recording ``(input, h, z, z*)`` of every layer."""
-        t = Trace(inp=[None], skip=[None], h=[None], z=[None], out=[x.flatten(1)])
+    def trace(self, x: Tensor, *, local_graphs: bool = False) -> Trace:
+        """Forward pass recording ``(input, h, z, z*)`` of every layer.
+
+        With ``local_graphs=True`` (used under ``no_grad`` by the local rules), every non-dense
+        layer with parameters also keeps the autograd graph of its own operator, from detached
+        inputs to ``h`` (``trace.local``), so its local update needs no second forward pass.
+        """
+        t = Trace(inp=[None], skip=[None], local=[None], h=[None], z=[None], out=[x.flatten(1)])
         for ell, layer in enumerate(self.layers, start=1):
             z_in = t.out[ell - 1]
             skip = None if layer.skip_from is None else t.out[layer.skip_from]
-            h = layer(z_in, skip)
+            if local_graphs and not layer.is_dense and layer.has_parameters:
+                with torch.enable_grad():
+                    h_local = layer(z_in.detach(), None if skip is None else skip.detach())
+                h = h_local.detach()
+            else:
+                h_local, h = None, layer(z_in, skip)
             z = layer.activation.f(h)
             t.inp.append(z_in)
             t.skip.append(skip)
+            t.local.append(h_local)
             t.h.append(h)
             t.z.append(z)
             t.out.append(layer.activation.g(z))

@@ -85,7 +85,7 @@ class FA(Rule):
     def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
         self.check_batch(x, y)
         with torch.no_grad():
-            trace = self.net.trace(x)
+            trace = self.net.trace(x, local_graphs=True)
             e_L, loss = output_error(trace.logits, y)
         norms = backward_walk(self.net, trace, e_L, self.feedback)
         return StepStats(loss=loss, error_norms=norms, depth=float(self.net.num_layers))
@@ -106,7 +106,7 @@ def backward_walk(net: LayeredNet, trace: Trace, e_L: Tensor, feedback) -> dict[
         if ell < L:
             delta_h = activation_vjp(layer.activation, trace.h[ell], delta_out.pop(ell))
         norms[ell] = error_norm(delta_h)
-        local_update(layer, trace.inp[ell], delta_h, trace.skip[ell])
+        local_update(layer, trace, ell, delta_h)
         if ell == 1:
             break
         delta_in, delta_skip = input_vjp(
@@ -147,15 +147,15 @@ class DFA(Rule):
     def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
         self.check_batch(x, y)
         with torch.no_grad():
-            trace = self.net.trace(x)
+            trace = self.net.trace(x, local_graphs=True)
             e_L, loss = output_error(trace.logits, y)
         L = self.net.num_layers
         norms = {L: error_norm(e_L)}
-        local_update(self.net.layer(L), trace.inp[L], e_L, trace.skip[L])
+        local_update(self.net.layer(L), trace, L, e_L)
         for ell in range(1, L):  # independent of each other: any order, or in parallel
             layer = self.net.layer(ell)
             delta_z = displacement(self.B[str(ell)], e_L)
             delta_h = activation_vjp(layer.activation, trace.h[ell], delta_z)
             norms[ell] = error_norm(delta_h)
-            local_update(layer, trace.inp[ell], delta_h, trace.skip[ell])
+            local_update(layer, trace, ell, delta_h)
         return StepStats(loss=loss, error_norms=norms, depth=1.0)

@@ -117,7 +117,7 @@ class LRA(Rule):
         self.check_batch(x, y)
         net, L = self.net, self.net.num_layers
         with torch.no_grad():
-            trace = net.trace(x)
+            trace = net.trace(x, local_graphs=True)
         target: Tensor = y
         norms: dict[int, Tensor] = {}
         out_loss = None
@@ -130,7 +130,10 @@ class LRA(Rule):
                 break
             depth += 1
             norms[ell] = error_norm(delta_h)
-            for p, g in local_grads(net.layer(ell), trace.inp[ell], delta_h):
+            layer_grads = local_grads(
+                net.layer(ell), trace.inp[ell], delta_h, trace.skip[ell], h=trace.local[ell]
+            )
+            for p, g in layer_grads:
                 accumulate_grad(p, reproject(g, self.c1))
             if ell == 1:
                 break

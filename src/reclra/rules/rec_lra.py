@@ -115,10 +115,10 @@ class RecLRA(Rule):
         self.check_batch(x, y)
         net, L = self.net, self.net.num_layers
         with torch.no_grad():
-            trace = net.trace(x)
+            trace = net.trace(x, local_graphs=True)
             e_L, loss = output_error(trace.logits, y)
             e: dict[int, Tensor] = {L: e_L}
-            local_update(net.layer(L), trace.inp[L], e_L, trace.skip[L])
+            local_update(net.layer(L), trace, L, e_L)
             for level in self.schedule():
                 for i in level:  # independent: could run on separate streams/devices
                     e[i] = self._align(trace, e, i)
@@ -131,7 +131,7 @@ class RecLRA(Rule):
 
     def update_layer(self, trace: Trace, i: int, e_i: Tensor) -> None:
         """Local update of layer ``i`` from its error neurons (eq. 5: the operator's VJP)."""
-        local_update(self.net.layer(i), trace.inp[i], e_i, trace.skip[i])
+        local_update(self.net.layer(i), trace, i, e_i)
 
     def _align(self, trace: Trace, e: dict[int, Tensor], i: int) -> Tensor:
         """Target, error neurons and local updates of layer ``i`` (its parents are done)."""
