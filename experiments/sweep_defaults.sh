@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How rec-LRA's defaults were chosen: Fashion-MNIST, MLP 5×256 tanh, batch 50, Adam 2e-4,
 # 10 epochs, seeds 0–2, each variant of the rec-LRA rule against backprop. Two runs at a time,
-# one CPU thread each. Results: runs/sweep/<variant>-s<seed>/summary.json; table:
+# one CPU thread each. Data: --data-dir / RECLRA_DATA as usual. Results: runs/sweep/<variant>-s<seed>/summary.json; table:
 #   python experiments/summarize.py runs/sweep
 set -euo pipefail
 cd "$(dirname "$0")/.."

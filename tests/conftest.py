@@ -51,17 +51,33 @@ def tiny_idx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def isolated_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No machine data folders, no cache, no network: only what a test provides is found."""
+def no_machine_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No machine data folders, an empty cache, and any network access fails the test (downloads
+    stay enabled, for tests that monkeypatch ``data.fetch_url`` themselves)."""
     monkeypatch.delenv("RECLRA_DATA", raising=False)
-    monkeypatch.setenv("RECLRA_NO_DOWNLOAD", "1")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(data, "SYSTEM_DATASET_DIR", tmp_path / "empty-system")
+    monkeypatch.delenv("RECLRA_NO_DOWNLOAD", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setattr(data, "SYSTEM_DATASET_DIR", tmp_path / "system")
 
     def no_network(url: str, dest: object, *, timeout: float = 0.0) -> None:
         raise AssertionError(f"unexpected network access in tests: {url}")
 
     monkeypatch.setattr(data, "fetch_url", no_network)
+
+
+@pytest.fixture
+def isolated_data(no_machine_data: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what a test provides is found, and downloading is switched off."""
+    monkeypatch.setenv("RECLRA_NO_DOWNLOAD", "1")
+
+
+@pytest.fixture
+def float64() -> Iterator[None]:
+    """Exact comparisons in double precision; the default dtype is restored afterwards."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 @pytest.fixture

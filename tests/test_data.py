@@ -74,18 +74,7 @@ def decode_index(x: torch.Tensor) -> list[int]:
     return (pixels[:, 0] + 256 * pixels[:, 1]).tolist()
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep the tests away from the machine's data folders, cache and network."""
-    monkeypatch.delenv("RECLRA_DATA", raising=False)
-    monkeypatch.delenv("RECLRA_NO_DOWNLOAD", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr(data, "SYSTEM_DATASET_DIR", tmp_path / "system")
-
-    def no_network(url: str, dest: object, *, timeout: float = 0.0) -> None:
-        raise AssertionError(f"unexpected network access in tests: {url}")
-
-    monkeypatch.setattr(data, "fetch_url", no_network)
+pytestmark = pytest.mark.usefixtures("no_machine_data")  # see conftest.py
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,13 +12,7 @@ from reclra.models import build_model
 from reclra.ops import ConvOp, PseudoConvOp
 from reclra.rules import FA, Backprop, RecLRA, build_rule
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # see conftest.py
 
 
 def test_conv_local_update_is_the_weight_gradient_correlation():

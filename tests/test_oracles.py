@@ -11,14 +11,7 @@ from reclra.layers import Layer, local_grads
 from reclra.models import MLP
 from reclra.rules import DFA, FA, LRA, Backprop
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    """Exact comparisons in double precision; restored after each test."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # see conftest.py
 
 
 def _batch(n_in=6, classes=4, batch=5, seed=0):
