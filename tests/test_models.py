@@ -216,3 +216,22 @@ def test_default_pathway_is_blocks_on_residual_models_and_skip_otherwise():
     assert RecLRA(res).pathway.edges == RecLRA(res, pathway="blocks").pathway.edges
     mlp = build_model("mlp", input_shape=(6,), num_classes=3, hidden=[4, 4])
     assert RecLRA(mlp).pathway.depth == 1
+
+
+def test_conv_synapse_transmits_and_learns_like_its_operator():
+    """A conv error synapse: d = conv_transpose(e_j, E, stride r); its update is the VJP of that
+    operator w.r.t. E, with or without the graph recorded at transmission."""
+    from torch import nn
+
+    from reclra.synapses import synapse_grad, synapse_shape, transmit
+
+    torch.manual_seed(9)
+    assert synapse_shape((4, 4, 4), (3, 8, 8)) == (4, 3, 3, 3)
+    E = nn.Parameter(torch.randn(4, 3, 3, 3))
+    e_j, cot = torch.randn(2, 4, 4, 4), torch.randn(2, 3, 8, 8)
+    d = transmit(E, e_j, (3, 8, 8), record=True)
+    want_d = torch.nn.functional.conv_transpose2d(e_j, E, stride=2, padding=1, output_padding=1)
+    torch.testing.assert_close(d.detach(), want_d.flatten(1))
+    (want,) = torch.autograd.grad((want_d * cot).sum() / 2, E)
+    torch.testing.assert_close(synapse_grad(E, e_j, cot, d=d), want)
+    torch.testing.assert_close(synapse_grad(E.detach(), e_j, cot), want)

@@ -49,11 +49,18 @@ def _stride(out_shape_j: tuple[int, ...], out_shape_i: tuple[int, ...]) -> int |
     return hi // hj
 
 
-def transmit(E: Tensor, e_j: Tensor, out_shape_i: tuple[int, ...]) -> Tensor:
-    """``d_i`` from ``e_j`` through ``E``; returned flattened, ``(B, n_i)``."""
+def transmit(
+    E: Tensor, e_j: Tensor, out_shape_i: tuple[int, ...], *, record: bool = False
+) -> Tensor:
+    """``d_i`` from ``e_j`` through ``E``; returned flattened, ``(B, n_i)``.
+
+    With ``record=True`` a convolutional synapse keeps the autograd graph from ``E`` to ``d_i``,
+    so that :func:`synapse_grad` can reuse it instead of transmitting a second time.
+    """
     if E.dim() == 2:
         return displacement(E, e_j)
-    return _conv_transmit(E, e_j, out_shape_i).flatten(1)
+    with torch.set_grad_enabled(record and E.requires_grad):
+        return _conv_transmit(E, e_j, out_shape_i).flatten(1)
 
 
 def _conv_transmit(E: Tensor, e_j: Tensor, out_shape_i: tuple[int, ...]) -> Tensor:
@@ -62,17 +69,18 @@ def _conv_transmit(E: Tensor, e_j: Tensor, out_shape_i: tuple[int, ...]) -> Tens
     return F.conv_transpose2d(e_j, E, stride=r, padding=k // 2, output_padding=r - 1)
 
 
-def synapse_grad(E: Tensor, e_j: Tensor, cotangent: Tensor) -> Tensor:
+def synapse_grad(E: Tensor, e_j: Tensor, cotangent: Tensor, *, d: Tensor | None = None) -> Tensor:
     """Batch-mean VJP of the synapse operator w.r.t. ``E`` at ``e_j`` with ``cotangent`` on ``d_i``.
 
-    Dense: ``mean_b c_b e_jᵀ``; convolutional: the kernel-gradient correlation.
+    Dense: ``mean_b c_b e_jᵀ``; convolutional: the kernel-gradient correlation, through the graph
+    of ``d`` when :func:`transmit` recorded one, else by transmitting again.
     """
     batch = e_j.shape[0]
     if E.dim() == 2:
         return cotangent.flatten(1).t() @ e_j.flatten(1) / batch  # (n_i, B) @ (B, n_j)
-    out_shape_i = tuple(cotangent.shape[1:])
     with torch.enable_grad():
-        E_ = E.detach().requires_grad_(True)
-        d = _conv_transmit(E_, e_j.detach(), out_shape_i)
-        (grad,) = torch.autograd.grad(d, E_, cotangent.view_as(d))
+        if d is None or d.grad_fn is None:
+            E = E.detach().requires_grad_(True)
+            d = _conv_transmit(E, e_j.detach(), tuple(cotangent.shape[1:]))
+        (grad,) = torch.autograd.grad(d, E, cotangent.reshape(d.shape))
     return grad / batch

@@ -136,18 +136,23 @@ class RecLRA(Rule):
     def _align(self, trace: Trace, e: dict[int, Tensor], i: int) -> Tensor:
         """Target, error neurons and local updates of layer ``i`` (its parents are done)."""
         layer = self.net.layer(i)
-        d_parts = {j: transmit(self.E[key], e[j], layer.out_shape) for j, key in self._inputs[i]}
-        d_i = reduce(torch.add, d_parts.values())  # Σ_j E_{j→i} e_j
+        learn = self.error_rule != "fixed"
+        d_parts = {  # conv synapses keep their graph for their own update below
+            j: transmit(self.E[key], e[j], layer.out_shape, record=learn)
+            for j, key in self._inputs[i]
+        }
+        d_i = reduce(torch.add, (d.detach() for d in d_parts.values()))  # Σ_j E_{j→i} e_j
         d_i = reproject(d_i, self.clip, per_row=True)
         y_i = target(layer.activation.f, trace.h[i], d_i, self.beta)
         e_i = error_neurons(trace.z[i], y_i)
         self.update_layer(trace, i, e_i)
-        if self.error_rule != "fixed":
+        if learn:
             for j, key in self._inputs[i]:
                 E, d_ji = self.E[key], d_parts[j]
                 if self.error_rule == "paper":  # eq. 6: ΔE = −γ d_i e_jᵀ
-                    cotangent = -self.gamma * d_ji
+                    cotangent = -self.gamma * d_ji.detach()
                 else:  # transpose: ΔE = γ z*_i e_jᵀ  (= γ ΔW_{i+1}ᵀ on a chain edge)
                     cotangent = self.gamma * trace.out[i].flatten(1)
-                accumulate_grad(E, synapse_grad(E, e[j], cotangent.view(-1, *layer.out_shape)))
+                cotangent = cotangent.view(-1, *layer.out_shape)
+                accumulate_grad(E, synapse_grad(E, e[j], cotangent, d=d_ji))
         return e_i
