@@ -415,3 +415,23 @@ def test_bench_times_rules_side_by_side(capsys, tmp_path: Path) -> None:
 def test_bench_bad_input(capsys, argv, match) -> None:
     code, _, err = run_main(capsys, "bench", "--steps", "1", "--rounds", "1", *argv)
     assert_one_error_line(code, err, match)
+
+
+@pytest.mark.parametrize("conv", ["standard", "pseudo"])
+def test_train_pseudo_conv_resnet_and_restore_its_masks(capsys, tmp_path: Path, tiny_yaml, conv):
+    """`reclra train --model resnet18 --set model.conv=pseudo`: masks are saved and restored."""
+    run = tmp_path / conv
+    code, _, err = run_main(
+        capsys, "train", "--config", tiny_yaml, "--model", "resnet18", "--set", "model.width=2",
+        "--set", "model.stages=[1]", "--set", f"model.conv={conv}", "--set", "model.masks=2",
+        "--limit-train", "40", "--epochs", "1", "--out", run, "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((run / SUMMARY).read_text())
+    assert summary["model"] == "resnet18"
+    state = torch.load(run / CHECKPOINT, weights_only=True)["rule"]
+    masks = {k: v for k, v in state.items() if k.endswith(".masks")}
+    assert bool(masks) == (conv == "pseudo")
+    code, out, err = run_main(capsys, "eval", run / CHECKPOINT, "--json")
+    assert code == 0, err
+    assert json.loads(out)["test_error"] == summary["final"]["test_error"]

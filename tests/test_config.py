@@ -125,11 +125,13 @@ def test_later_overrides_win() -> None:
     assert apply_overrides(Config(), ["optim.lr=0.1", "optim.lr=0.2"]).optim.lr == 0.2
 
 
-def test_changing_a_name_keeps_the_other_options() -> None:
+def test_naming_another_model_or_rule_starts_its_options_afresh() -> None:
     cfg = apply_overrides(Config(), ["model.hidden=[8]", "rule.beta=0.3"])
-    cfg = apply_overrides(cfg, ["model.name=other", "rule.name=backprop"])
-    assert cfg.model == {"name": "other", "hidden": [8]}
-    assert cfg.rule == {"name": "backprop", "beta": 0.3}
+    same = apply_overrides(cfg, ["model.name=mlp", "rule.name=rec-lra"])
+    assert same.model == {"name": "mlp", "hidden": [8]} and same.rule["beta"] == 0.3
+    cfg = apply_overrides(cfg, ["model.name=resnet18", "model.width=4", "rule.name=backprop"])
+    assert cfg.model == {"name": "resnet18", "width": 4}
+    assert cfg.rule == {"name": "backprop"}
 
 
 def test_file_then_merge_then_overrides(tmp_path: Path) -> None:

@@ -281,7 +281,9 @@ def _check_value(section: str, key: str, value: Any) -> Any:
 def merge_config(cfg: Config, updates: Mapping[str, Any]) -> Config:
     """A validated copy of ``cfg`` with the keys in ``updates`` (``{section: {key: value}}``) set.
 
-    Only the named keys change; ``cfg`` itself is not modified.
+    Only the named keys change; ``cfg`` itself is not modified. Naming another model or rule
+    (``model.name`` / ``rule.name``) starts that section afresh: options belong to a model or a
+    rule, so the old one's options are dropped before the update's other keys are applied.
 
     Raises:
         ConfigError: unknown section, unknown key of a fixed section, or a bad value.
@@ -299,6 +301,8 @@ def merge_config(cfg: Config, updates: Mapping[str, Any]) -> Config:
         if not isinstance(values, Mapping):
             raise ConfigError(f"section {section!r} must be a mapping, got {values!r}")
         target = getattr(out, section)
+        if section in OPEN_SECTIONS and values.get("name", target["name"]) != target["name"]:
+            target.clear()
         for key, value in values.items():
             if section in OPEN_SECTIONS:
                 target[key] = copy.deepcopy(value)
