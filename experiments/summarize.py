@@ -1,6 +1,6 @@
 """Table of a sweep folder: one row per variant, final test error per seed, median, s/epoch.
 
-    python experiments/summarize.py runs/sweep
+python experiments/summarize.py runs/sweep
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ def main(folder: str) -> None:
         rows[variant].append((int(seed), s["final"]["test_error"], s["seconds_per_epoch"]))
     print("| variant | test error % per seed | median | s/epoch (median) |")
     print("| --- | --- | --- | --- |")
-    for variant, runs in sorted(rows.items(), key=lambda kv: statistics.median(r[1] for r in kv[1])):
+    for variant, runs in sorted(
+        rows.items(), key=lambda kv: statistics.median(r[1] for r in kv[1])
+    ):
         runs.sort()
         errors = ", ".join(f"{e:.2f}" for _, e, _ in runs)
         med = statistics.median(e for _, e, _ in runs)
