@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How rec-LRA's defaults were chosen: Fashion-MNIST, MLP 5×256 tanh, batch 50, Adam 2e-4,
 # 10 epochs, seeds 0–2, each variant of the rec-LRA rule against backprop. Two runs at a time,
-# one CPU thread each. Data: --data-dir / RECLRA_DATA as usual. Results: runs/sweep/<variant>-s<seed>/summary.json; table:
+# one CPU thread each (PARALLEL=2); SEEDS="0 1 2" and ONLY="variant …" narrow it. Data:
+# RECLRA_DATA as usual. Results: runs/sweep/<variant>-s<seed>/summary.json; table:
 #   python experiments/summarize.py runs/sweep
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,8 @@ declare -A VARIANTS=(
   [skip-paper]="--rule rec-lra --set rule.pathway=skip --set rule.error_rule=paper"
   [skip-paper-slr0.1]="--rule rec-lra --set rule.pathway=skip --set rule.error_rule=paper --set optim.synapse_lr_scale=0.1"
   [chain-transpose]="--rule rec-lra --set rule.pathway=chain --set rule.error_rule=transpose"
+  [skip-transpose-beta1]="--rule rec-lra --set rule.beta=1.0"
+  [skip-transpose-estd1]="--rule rec-lra --set rule.e_init_std=1.0"
   [backprop]="--rule backprop"
 )
 run() {  # variant seed
@@ -22,7 +25,7 @@ run() {  # variant seed
 }
 jobs_running() { jobs -rp | wc -l; }
 for seed in ${SEEDS:-0 1 2}; do
-  for v in "${!VARIANTS[@]}"; do
+  for v in ${ONLY:-${!VARIANTS[@]}}; do
     while [ "$(jobs_running)" -ge "${PARALLEL:-2}" ]; do sleep 2; done
     run "$v" "$seed" &
   done

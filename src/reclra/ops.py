@@ -97,7 +97,9 @@ class PseudoConvOp(nn.Module):
         out_channels: ``C_out``.
         masks: ``M``, the number of noise masks.
         noise: σ, the noise level (0.1 in the papers).
-        stride: stride of the 1×1 mixing (spatial subsampling).
+        stride: spatial downsampling, by average pooling of the mixed maps (a 1×1 mixing has no
+            spatial extent, so pooling — not a strided 1×1 that would drop 3 pixels of 4 — is
+            what widens the receptive field).
         batch_norm, pool, pool_size: as :class:`ConvOp`.
     """
 
@@ -127,7 +129,8 @@ class PseudoConvOp(nn.Module):
             assign[torch.arange(c_in) % masks, torch.arange(c_in)] = 1.0
         self.register_buffer("assign", assign)
         self.register_buffer("masks", noise * torch.randn(masks, height, width))  # (M, H, W)
-        self.mix = nn.Conv2d(masks, out_channels, 1, stride, bias=not batch_norm)
+        self.mix = nn.Conv2d(masks, out_channels, 1, bias=not batch_norm)
+        self.down = nn.AvgPool2d(stride, ceil_mode=True) if stride > 1 else nn.Identity()
         self.bn = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
         self.pool = _pool(pool, pool_size)
 
@@ -138,7 +141,7 @@ class PseudoConvOp(nn.Module):
         return torch.relu(maps + self.masks)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.pool(self.bn(self.mix(self.perturbed(z))))
+        return self.pool(self.bn(self.down(self.mix(self.perturbed(z)))))
 
 
 class DenseOp(nn.Module):
