@@ -31,7 +31,7 @@ def _pairs():
     for model in MODELS:
         for rule in rule_names():
             residual = model in ("mlp-resnet", "resnet18")
-            if (rule == "rec-lra-bp" and not residual) or (rule.startswith("lra") and residual):
+            if rule == "rec-lra-bp" and not residual:
                 continue
             yield model, rule
 

@@ -173,7 +173,7 @@ def test_conv_synapses_inside_blocks():
     assert tuple(chain.E["4->3"].shape) == (8, 4, 3, 3)  # stride-2 boundary: transposed conv
 
 
-@pytest.mark.parametrize("rule_name", ["rec-lra", "rec-lra-bp", "backprop", "fa", "dfa"])
+@pytest.mark.parametrize("rule_name", ["rec-lra", "rec-lra-bp", "backprop", "fa", "dfa", "lra"])
 @pytest.mark.parametrize("conv", ["standard", "pseudo"])
 def test_every_rule_trains_the_resnet(rule_name, conv):
     torch.manual_seed(7)
@@ -205,10 +205,21 @@ def test_rec_lra_bp_backprops_inside_blocks():
     torch.testing.assert_close(net.layer(2).op.weight.grad, want)
 
 
-def test_lra_refuses_residual_models():
-    net = build_model("mlp-resnet", input_shape=(6,), num_classes=3, width=5)
-    with pytest.raises(ValueError, match="rec-lra for residual"):
-        build_rule("lra", net)
+@pytest.mark.parametrize("rule_name", ["lra", "lra-diff"])
+@pytest.mark.parametrize("model", ["cnn", "resnet18", "mlp-resnet"])
+def test_lra_walks_the_chain_of_conv_and_residual_models(rule_name, model):
+    torch.manual_seed(10)
+    opts = {
+        "resnet18": {"width": 4, "stages": (1, 1)},
+        "cnn": {"channels": (3, 4), "kernel_size": 3, "hidden": (6,)},
+        "mlp-resnet": {"width": 5},
+    }[model]
+    net = build_model(model, input_shape=(1, 8, 8), num_classes=3, **opts)
+    rule = build_rule(rule_name, net)
+    stats = rule.compute_grads(torch.randn(4, 64), torch.randint(0, 3, (4,)))
+    assert stats.depth == net.num_layers
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
 def test_default_pathway_is_blocks_on_residual_models_and_skip_otherwise():

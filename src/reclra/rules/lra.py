@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from reclra.functional import LOCAL_LOSSES, displacement, reproject
-from reclra.layers import accumulate_grad, local_grads
+from reclra.functional import LOCAL_LOSSES, reproject
+from reclra.layers import accumulate_grad, local_grads, replay
 from reclra.models.base import LayeredNet
 from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
+from reclra.synapses import synapse_shape, transmit
 
 __all__ = ["LRA"]
 
@@ -32,8 +33,12 @@ MODES = ("fdbk", "diff")
 class LRA(Rule):
     """LRA (001): layer-wise targets with a halting criterion.
 
+    LRA walks the chain of layers ``L → L−1 → … → 1``. On a residual model the residual input of a
+    layer (``z*_{ℓ−g}``) is a constant input of that layer's subgraph: it shapes ``h_ℓ`` and the
+    layer's local update, and receives no displacement from it.
+
     Args:
-        net: a plain feedforward network (no residual inputs).
+        net: the network.
         mode: ``"fdbk"`` (fixed random error synapses ``E_ℓ``, ``K = 1``) or ``"diff"`` (true
             derivatives, ``K`` steps).
         beta: β, the step along the displacement.
@@ -42,7 +47,8 @@ class LRA(Rule):
         c1: re-projection bound of the weight updates (``None``: off).
         c2: re-projection bound of each example's displacement (``None``: off).
         epsilon: halting criterion ε: stop descending once a layer's batch-mean loss is below it.
-        e_init: initialisation scheme of ``E`` (``fdbk``).
+        e_init: initialisation scheme of ``E`` (``fdbk``; dense, or a 3×3 kernel between two
+            image-shaped layers — see :mod:`reclra.synapses`).
         e_init_std: standard deviation of ``E`` (σ_E ≈ 1 in 001).
     """
 
@@ -76,18 +82,15 @@ class LRA(Rule):
         for name, c in (("c1", c1), ("c2", c2)):
             if c is not None and c <= 0:
                 raise ValueError(f"{name} must be > 0 or None, got {c}")
-        if any(layer.skip_from is not None for layer in net.layers):
-            raise ValueError("LRA walks a plain chain of layers; use rec-lra for residual models")
         self.mode, self.beta, self.K, self.loss = mode, beta, K, loss
         self.c1, self.c2, self.epsilon = c1, c2, epsilon
         L = net.num_layers
-        shapes = (
-            {}
-            if mode == "diff"
-            else {
-                str(ell): (net.layer(ell - 1).size, net.layer(ell).size) for ell in range(2, L + 1)
+        shapes = {}
+        if mode == "fdbk":  # E_ℓ carries δ_ℓ to layer ℓ−1: dense, or a conv kernel between maps
+            shapes = {
+                str(ell): synapse_shape(net.layer(ell).out_shape, net.layer(ell - 1).out_shape)
+                for ell in range(2, L + 1)
             }
-        )
         self.E = SynapseDict(shapes, learnable=False, init=e_init, std=e_init_std)
 
     def _layer_loss(self, ell: int, h: Tensor, target: Tensor) -> Tensor:
@@ -104,12 +107,12 @@ class LRA(Rule):
             (grad,) = torch.autograd.grad(per_example.sum(), h_)
         return per_example.detach().mean(), grad
 
-    def _diff_step(self, ell: int, h_bar: Tensor, target: Tensor) -> Tensor:
+    def _diff_step(self, ell: int, h_bar: Tensor, target: Tensor, skip: Tensor | None) -> Tensor:
         """``∂L_ℓ/∂h̄_{ℓ−1}``, re-running layer ``ℓ`` on ``φ_{ℓ−1}(h̄_{ℓ−1})`` (per example)."""
         below, layer = self.net.layer(ell - 1), self.net.layer(ell)
         with torch.enable_grad():
             hb = h_bar.detach().requires_grad_(True)
-            h = layer(below.activation(hb))
+            h = replay(layer, below.activation(hb), skip)
             (grad,) = torch.autograd.grad(self._layer_loss(ell, h, target).sum(), hb)
         return grad
 
@@ -141,9 +144,10 @@ class LRA(Rule):
                 h_bar = trace.h[ell - 1]
                 for _ in range(self.K):
                     if self.mode == "fdbk":
-                        step = displacement(self.E[str(ell)], delta_h)
+                        out_shape = net.layer(ell - 1).out_shape
+                        step = transmit(self.E[str(ell)], delta_h, out_shape)
                     else:
-                        step = self._diff_step(ell, h_bar, target)
+                        step = self._diff_step(ell, h_bar, target, trace.skip[ell])
                     step = reproject(step.view_as(h_bar), self.c2, per_row=True)
                     h_bar = h_bar - self.beta * step
                 target = net.layer(ell - 1).activation.f(h_bar)
