@@ -77,15 +77,22 @@ class Shortcut(nn.Module):
     """Residual input of a conv block: identity, or a 1×1 projection (+ batch-norm) on a change of
     shape."""
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int, stride: int) -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int,
+        stride: int,
+        *,
+        batch_norm: bool = True,
+    ) -> None:
         super().__init__()
         self.in_shape = tuple(in_shape)
         if stride == 1 and in_shape[0] == out_channels:
             self.proj = nn.Identity()
         else:
             self.proj = nn.Sequential(
-                nn.Conv2d(in_shape[0], out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
+                nn.Conv2d(in_shape[0], out_channels, 1, stride, bias=not batch_norm),
+                nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity(),
             )
 
     def forward(self, z: Tensor) -> Tensor:
@@ -108,6 +115,7 @@ class ResNet18(LayeredNet):
         conv: ``standard`` or ``pseudo``.
         masks, noise: pseudo-convolution settings.
         activation: φ of every hidden layer.
+        batch_norm: batch-norm after every convolution (and in projection shortcuts).
     """
 
     def __init__(
@@ -121,14 +129,16 @@ class ResNet18(LayeredNet):
         masks: int = 64,
         noise: float = 0.1,
         activation: str = "relu",
+        batch_norm: bool = True,
     ) -> None:
         if len(input_shape) != 3:
             raise ValueError(f"ResNet18 needs image inputs (C, H, W), got {input_shape}")
 
         def op(shape, channels, stride=1):
             return conv_op(
-                conv, shape, channels, stride=stride, batch_norm=True, masks=masks, noise=noise
-            )
+                conv, shape, channels, stride=stride, batch_norm=batch_norm, masks=masks,
+                noise=noise,
+            )  # fmt: skip
 
         stem = op(tuple(input_shape), width)
         shape = out_shape_of(stem, tuple(input_shape))
@@ -146,7 +156,8 @@ class ResNet18(LayeredNet):
                 layers.append(
                     Layer(
                         output, activation, skip_from=start,
-                        shortcut=Shortcut(block_in, channels, stride), out_shape=shape,
+                        shortcut=Shortcut(block_in, channels, stride, batch_norm=batch_norm),
+                        out_shape=shape,
                     )
                 )  # fmt: skip
                 block_list.append(Block(output=start + 2, support=(start + 1,)))
