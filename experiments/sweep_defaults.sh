@@ -14,8 +14,8 @@ declare -A VARIANTS=(
   [skip-paper]="--rule rec-lra --set rule.pathway=skip --set rule.error_rule=paper"
   [skip-paper-slr0.1]="--rule rec-lra --set rule.pathway=skip --set rule.error_rule=paper --set optim.synapse_lr_scale=0.1"
   [chain-transpose]="--rule rec-lra --set rule.pathway=chain --set rule.error_rule=transpose"
-  [skip-transpose-beta1]="--rule rec-lra --set rule.beta=1.0"
-  [skip-transpose-estd1]="--rule rec-lra --set rule.e_init_std=1.0"
+  [skip-fixed-beta1]="--rule rec-lra --set rule.pathway=skip --set rule.error_rule=fixed --set rule.beta=1.0"
+  [skip-fixed-estd1]="--rule rec-lra --set rule.pathway=skip --set rule.error_rule=fixed --set rule.e_init_std=1.0"
   [backprop]="--rule backprop"
 )
 run() {  # variant seed

@@ -168,7 +168,9 @@ def test_conv_synapses_inside_blocks():
     rule = RecLRA(net, pathway="blocks", e_kernel=3)
     shapes = {k: tuple(v.shape) for k, v in rule.E.items()}
     assert shapes["3->2"] == (4, 4, 3, 3)  # block output → support: a 3×3 conv synapse
-    assert len(shapes[f"{net.num_layers}->3"]) == 2  # output → block: dense
+    assert shapes[f"{net.num_layers}->3"] == (4, 1, 3)  # output → block: a channel synapse
+    dense = RecLRA(net, pathway="blocks", e_to_maps="dense")
+    assert tuple(dense.E[f"{net.num_layers}->3"].shape) == (4 * 8 * 8, 3)
     chain = RecLRA(net, pathway="chain")
     assert tuple(chain.E["4->3"].shape) == (8, 4, 3, 3)  # stride-2 boundary: transposed conv
 
@@ -245,4 +247,21 @@ def test_conv_synapse_transmits_and_learns_like_its_operator():
     torch.testing.assert_close(d.detach(), want_d.flatten(1))
     (want,) = torch.autograd.grad((want_d * cot).sum() / 2, E)
     torch.testing.assert_close(synapse_grad(E, e_j, cot, d=d), want)
+    torch.testing.assert_close(synapse_grad(E.detach(), e_j, cot), want)
+
+
+def test_channel_synapse_broadcasts_over_positions_and_learns_like_its_operator():
+    from torch import nn
+
+    from reclra.synapses import synapse_grad, synapse_shape, transmit
+
+    torch.manual_seed(11)
+    assert synapse_shape((5,), (3, 4, 4)) == (3, 1, 5)
+    assert synapse_shape((5,), (3, 4, 4), channel=False) == (48, 5)
+    E = nn.Parameter(torch.randn(3, 1, 5))
+    e_j, cot = torch.randn(2, 5), torch.randn(2, 3, 4, 4)
+    d = transmit(E, e_j, (3, 4, 4)).view(2, 3, 4, 4)
+    want_d = (e_j @ E[:, 0, :].t())[:, :, None, None].expand(2, 3, 4, 4)
+    torch.testing.assert_close(d, want_d)
+    (want,) = torch.autograd.grad((want_d * cot).sum() / 2, E)
     torch.testing.assert_close(synapse_grad(E.detach(), e_j, cot), want)

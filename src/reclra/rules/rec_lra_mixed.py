@@ -39,7 +39,7 @@ class RecLRABlockBackprop(RecLRA):
         *,
         beta: float = 0.1,
         gamma: float = 1.0,
-        error_rule: Literal["paper", "fixed", "transpose"] = "transpose",
+        error_rule: Literal["paper", "fixed", "transpose"] = "fixed",
         e_init: str = "gaussian",
         e_init_std: float = 0.05,
         clip: float | None = None,
