@@ -552,7 +552,10 @@ def test_count_parameters() -> None:
     net = build_model("mlp", input_shape=(4,), num_classes=3, hidden=[5])
     assert count_parameters(build_rule("dfa", net))["fixed_feedback"] == 5 * 3
     net = build_model("mlp", input_shape=(4,), num_classes=3, hidden=[5])
-    assert count_parameters(build_rule("rec-lra", net))["learnable_synapses"] == 5 * 3
+    counts = count_parameters(build_rule("rec-lra", net))  # fixed synapses by default
+    assert (counts["learnable_synapses"], counts["fixed_feedback"]) == (0, 5 * 3)
+    learned = count_parameters(build_rule("rec-lra", net, error_rule="transpose"))
+    assert (learned["learnable_synapses"], learned["fixed_feedback"]) == (5 * 3, 0)
 
 
 def test_classification_report_by_hand() -> None:
