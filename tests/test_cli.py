@@ -263,9 +263,10 @@ def test_compare_falls_back_to_digits(capsys, tmp_path: Path, monkeypatch) -> No
     assert code == 0, err
     note = [line for line in err.splitlines() if "falling back" in line]
     assert len(note) == 1
-    assert "'fashion-mnist'" in note[0] and "digits" in note[0]
+    assert "'fashion-mnist'" in note[0] and "digits, 30 epochs" in note[0]
     report = json.loads((out_dir / "comparison.json").read_text())
     assert report["fell_back"] and report["dataset"] == "digits"
+    assert report["config"]["train"]["epochs"] == 30  # the tiny fallback set trains longer
     assert report["requested_dataset"] == "fashion-mnist"
     assert json.loads((out_dir / "dfa" / SUMMARY).read_text())["dataset"]["name"] == "digits"
 
