@@ -18,7 +18,7 @@ venv: $(STAMP)
 ## Train rec-LRA and backprop side by side on Fashion-MNIST (small budget) and print a table.
 demo: venv
 	$(BIN)/reclra compare --rules rec-lra,backprop --dataset fashion-mnist \
-		--epochs 2 --limit-train 10000 --out runs/demo --overwrite
+		--epochs 2 --limit-train 10000 --lr 1e-3 --out runs/demo --overwrite
 
 ## Lint, format check and the test suite.
 test: venv lint
