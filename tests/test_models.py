@@ -111,6 +111,18 @@ def test_blocks_pathway_targets_on_mlp_resnet():
         torch.testing.assert_close(net.layer(ell).op.weight.grad, want)
 
 
+#: small instances of the image models, for 1×8×8 inputs and 3 classes
+SMALL = {
+    "resnet18": {"width": 4, "stages": (1, 1)},
+    "cnn": {"channels": (3, 4), "kernel_size": 3, "hidden": (6,)},
+    "mlp-resnet": {"width": 5},
+}
+
+
+def _small(model):
+    return build_model(model, input_shape=(1, 8, 8), num_classes=3, **SMALL[model])
+
+
 def _resnet(conv="standard"):
     return build_model(
         "resnet18", input_shape=(1, 8, 8), num_classes=3, width=4, stages=(1, 1),
@@ -135,12 +147,7 @@ def test_backprop_through_resnet_matches_autograd(conv):
 def test_fa_with_true_weights_equals_backprop_on_conv_and_residual_models(model):
     """FA's generic input VJP (shortcuts, batch-norm, pooling) is backprop when B = W."""
     torch.manual_seed(5)
-    opts = {
-        "resnet18": {"width": 4, "stages": (1, 1)},
-        "cnn": {"channels": (3, 4), "kernel_size": 3, "hidden": (6,)},
-        "mlp-resnet": {"width": 5},
-    }[model]
-    net = build_model(model, input_shape=(1, 8, 8), num_classes=3, **opts)
+    net = _small(model)
     fa = FA(net)
     for key in fa.B:
         ell, pname = key.split(":")
@@ -211,12 +218,7 @@ def test_rec_lra_bp_backprops_inside_blocks():
 @pytest.mark.parametrize("model", ["cnn", "resnet18", "mlp-resnet"])
 def test_lra_walks_the_chain_of_conv_and_residual_models(rule_name, model):
     torch.manual_seed(10)
-    opts = {
-        "resnet18": {"width": 4, "stages": (1, 1)},
-        "cnn": {"channels": (3, 4), "kernel_size": 3, "hidden": (6,)},
-        "mlp-resnet": {"width": 5},
-    }[model]
-    net = build_model(model, input_shape=(1, 8, 8), num_classes=3, **opts)
+    net = _small(model)
     rule = build_rule(rule_name, net)
     stats = rule.compute_grads(torch.randn(4, 64), torch.randint(0, 3, (4,)))
     assert stats.depth == net.num_layers
