@@ -34,6 +34,8 @@ def test_every_rule_and_activation_steps(rule_name, activation):
     x, y = torch.randn(6, 12), torch.tensor([0, 1, 2, 0, 1, 2])
     stats = rule.compute_grads(x, y)
     assert torch.isfinite(stats.loss)
+    floats = stats.as_floats()
+    assert floats["loss"] == pytest.approx(float(stats.loss)) and floats["depth"] >= 1
     for k, v in rule.state_dict().items():
         assert torch.equal(v, before[k]), f"{rule_name} changed {k} in compute_grads"
     grads = [p.grad for p in rule.parameters()]

@@ -79,18 +79,6 @@ class Activation:
     def __call__(self, h: Tensor) -> Tensor:
         return self.g(self.f(h))
 
-    @property
-    def discrete(self) -> bool:
-        """Whether ``g`` is not the identity (the z* = g(f(h)) split is in use)."""
-        return self.g is not _identity
-
-    def f_prime(self, h: Tensor) -> Tensor:
-        """Element-wise derivative ``f'(h)`` (computed by autograd on ``f`` alone)."""
-        with torch.enable_grad():
-            h_ = h.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.f(h_).sum(), h_)
-        return grad
-
 
 def _softmax(h: Tensor) -> Tensor:
     return torch.softmax(h, dim=1)

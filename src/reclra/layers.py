@@ -133,11 +133,6 @@ class Trace:
     out: list[Tensor] = field(default_factory=list)
 
     @property
-    def depth(self) -> int:
-        """Number of layers ``L``."""
-        return len(self.h) - 1
-
-    @property
     def logits(self) -> Tensor:
         """Output pre-activation ``h_L``."""
         h = self.h[-1]
