@@ -93,13 +93,7 @@ def plot_learning_curves(
 
     ``metrics`` are the per-epoch records of a run (as in ``metrics.jsonl``).
     """
-    fig, ax = _new_axes(title)
-    for key, label in ERROR_CURVES.items():
-        epochs, values = _curve(metrics, key)
-        if epochs:
-            ax.plot(epochs, values, marker="o", markersize=3, label=label)
-    ax.legend()
-    fig.savefig(path, format="png", dpi=120)
+    _draw([(label, metrics, key) for key, label in ERROR_CURVES.items()], path, title)
 
 
 def plot_comparison(
@@ -117,10 +111,20 @@ def plot_comparison(
         key: the per-epoch metric to draw.
         title: figure title (default: the metric name).
     """
-    fig, ax = _new_axes(title or key.replace("_", " "))
-    for name, metrics in runs.items():
+    curves = [(name, metrics, key) for name, metrics in runs.items()]
+    _draw(curves, path, title or key.replace("_", " "))
+
+
+def _draw(
+    curves: Sequence[tuple[str, Sequence[Mapping[str, Any]], str]],
+    path: str | os.PathLike[str],
+    title: str | None,
+) -> None:
+    """One labelled line per ``(label, metrics, key)`` (metric ``key`` against epoch), as PNG."""
+    fig, ax = _new_axes(title)
+    for label, metrics, key in curves:
         epochs, values = _curve(metrics, key)
         if epochs:
-            ax.plot(epochs, values, marker="o", markersize=3, label=name)
+            ax.plot(epochs, values, marker="o", markersize=3, label=label)
     ax.legend()
     fig.savefig(path, format="png", dpi=120)
