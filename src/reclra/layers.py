@@ -6,14 +6,13 @@ A :class:`Layer` is one representation point ``ℓ`` of a network::
     z_ℓ = f_ℓ(h_ℓ),   z*_ℓ = g_ℓ(z_ℓ)
 
 Everything that is not a representation point (flatten, pooling, batch-norm) lives inside ``op``.
-A network is a sequence of layers; :class:`Trace` holds what a training forward pass recorded
-(operator input, ``h``, ``z``, ``z*``) for every layer, without keeping any state in the modules.
+A network (:class:`reclra.network.LayeredNet`) is a sequence of layers; its trace records what a
+training forward pass saw at every layer, without keeping any state in the modules.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -24,11 +23,8 @@ from reclra.activations import Activation, get_activation
 __all__ = [
     "INITS",
     "Layer",
-    "Trace",
-    "accumulate_grad",
     "init_weight",
     "local_grads",
-    "local_update",
     "replay",
 ]
 
@@ -114,32 +110,6 @@ def replay(
     return functional_call(layer, state, (z_in, skip))
 
 
-@dataclass
-class Trace:
-    """What a forward pass recorded, indexed by layer ``ℓ = 1 … L`` (index 0 is the input).
-
-    ``inp[ℓ]`` operator input ``z*_{ℓ−1}``; ``skip[ℓ]`` residual input ``z*_{ℓ−g}`` or ``None``;
-    ``h[ℓ]`` pre-activation (residual input included); ``z[ℓ]`` ``f(h)``, where targets live;
-    ``out[ℓ]`` ``z* = g(z)``, what the next layer sees.
-    """
-
-    inp: list[Tensor | None] = field(default_factory=list)
-    skip: list[Tensor | None] = field(default_factory=list)
-    #: per layer, ``h`` with the autograd graph of that layer's operator alone (inputs detached),
-    #: recorded for non-dense layers when asked (``local_graphs=True``), else ``None``
-    local: list[Tensor | None] = field(default_factory=list)
-    h: list[Tensor | None] = field(default_factory=list)
-    z: list[Tensor | None] = field(default_factory=list)
-    out: list[Tensor] = field(default_factory=list)
-
-    @property
-    def logits(self) -> Tensor:
-        """Output pre-activation ``h_L``."""
-        h = self.h[-1]
-        assert h is not None
-        return h
-
-
 def local_grads(
     layer: Layer,
     z_in: Tensor,
@@ -176,21 +146,6 @@ def local_grads(
     return [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
 
 
-def local_update(layer: Layer, trace: Trace, ell: int, cotangent: Tensor) -> None:
-    """Accumulate the :func:`local_grads` of layer ``ℓ`` of ``trace`` into ``.grad``."""
-    grads = local_grads(layer, trace.inp[ell], cotangent, trace.skip[ell], h=trace.local[ell])
-    for p, g in grads:
-        accumulate_grad(p, g)
-
-
-def accumulate_grad(p: Tensor, g: Tensor) -> None:
-    """``p.grad += g`` (creating it if needed), the way autograd accumulates."""
-    if p.grad is None:
-        p.grad = g.detach().clone()
-    else:
-        p.grad.add_(g)
-
-
 def _gaussian(w: Tensor, std: float) -> None:
     nn.init.normal_(w, 0.0, std) if std > 0 else nn.init.zeros_(w)
 
@@ -224,3 +179,15 @@ def init_weight(w: Tensor, scheme: str, std: float = 0.05) -> None:
         raise ValueError(f"init std must be >= 0, got {std}")
     with torch.no_grad():
         fn(w, std)
+
+
+def local_update(layer, trace, ell, cotangent) -> None:  # transitional: removed with the walk
+    for p, g in local_grads(layer, trace.inp[ell], cotangent, trace.skip[ell], h=trace.local[ell]):
+        accumulate_grad(p, g)
+
+
+def accumulate_grad(p: Tensor, g: Tensor) -> None:  # transitional: moves to the walk
+    if p.grad is None:
+        p.grad = g.detach().clone()
+    else:
+        p.grad.add_(g)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from reclra.models.base import Block, LayeredNet
 from reclra.models.cnn import CNN
 from reclra.models.mlp import MLP
 from reclra.models.resnet import MLPResNet, ResNet18
+from reclra.network import Block, LayeredNet
 from reclra.registry import Registry
 
 __all__ = [

@@ -8,7 +8,7 @@ from typing import Literal
 from torch import nn
 
 from reclra.layers import Layer
-from reclra.models.base import LayeredNet
+from reclra.network import LayeredNet
 from reclra.ops import ConvOp, DenseOp, PseudoConvOp, out_shape_of
 
 __all__ = ["CNN", "conv_op"]

@@ -9,7 +9,7 @@ from torch import nn
 
 from reclra.activations import Activation
 from reclra.layers import Layer, init_weight
-from reclra.models.base import LayeredNet
+from reclra.network import LayeredNet
 
 __all__ = ["MLP"]
 

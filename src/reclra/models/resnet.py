@@ -15,8 +15,8 @@ from typing import Literal
 from torch import Tensor, nn
 
 from reclra.layers import Layer, init_weight
-from reclra.models.base import Block, LayeredNet
 from reclra.models.cnn import conv_op
+from reclra.network import Block, LayeredNet
 from reclra.ops import DenseOp, out_shape_of
 
 __all__ = ["MLPResNet", "ResNet18", "Shortcut"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from reclra.models.base import LayeredNet
+from reclra.network import LayeredNet
 from reclra.registry import Registry
 from reclra.rules.backprop import Backprop
 from reclra.rules.base import Rule, StepStats, SynapseDict

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from reclra.layers import init_weight
-from reclra.models.base import LayeredNet
+from reclra.network import LayeredNet
 
 __all__ = ["Rule", "StepStats", "SynapseDict", "error_norm"]
 

@@ -12,8 +12,8 @@ from torch import Tensor
 
 from reclra.activations import Activation
 from reclra.functional import displacement, output_error
-from reclra.layers import Layer, Trace, local_update, replay
-from reclra.models.base import LayeredNet
+from reclra.layers import Layer, local_update, replay
+from reclra.network import LayeredNet, Trace
 from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
 
 __all__ = ["DFA", "FA"]

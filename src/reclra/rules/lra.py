@@ -21,7 +21,7 @@ from torch import Tensor
 
 from reclra.functional import LOCAL_LOSSES, reproject
 from reclra.layers import accumulate_grad, local_grads, replay
-from reclra.models.base import LayeredNet
+from reclra.network import LayeredNet
 from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
 from reclra.synapses import synapse_shape, transmit
 

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from reclra.functional import error_neurons, output_error, reproject, target
-from reclra.layers import Trace, accumulate_grad, local_update
-from reclra.models.base import LayeredNet
+from reclra.layers import accumulate_grad, local_update
+from reclra.network import LayeredNet, Trace
 from reclra.pathway import Pathway, edge_key
 from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
 from reclra.synapses import synapse_grad, synapse_shape, transmit

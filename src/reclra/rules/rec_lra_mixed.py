@@ -15,8 +15,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from reclra.layers import Trace, accumulate_grad, replay
-from reclra.models.base import Block, LayeredNet
+from reclra.layers import accumulate_grad, replay
+from reclra.network import Block, LayeredNet, Trace
 from reclra.pathway import Pathway
 from reclra.rules.rec_lra import RecLRA
 

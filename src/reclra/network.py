@@ -1,15 +1,20 @@
-"""The network type every learning rule works on: layers in forward order, recorded in a trace."""
+"""The network type every learning rule works on: layers in forward order, recorded in a trace.
+
+This is core: a model builder (:mod:`reclra.models`, :func:`reclra.from_module`) only assembles
+:class:`~reclra.layers.Layer` objects into a :class:`LayeredNet`; a rule only reads the
+:class:`Trace` of a forward pass and the net's layers.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from reclra.layers import Layer, Trace
+from reclra.layers import Layer, local_grads
 
-__all__ = ["Block", "LayeredNet"]
+__all__ = ["Block", "LayeredNet", "Trace"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,32 @@ class Block:
 
     output: int
     support: tuple[int, ...]
+
+
+@dataclass
+class Trace:
+    """What a forward pass recorded, indexed by layer ``ℓ = 1 … L`` (index 0 is the input).
+
+    ``inp[ℓ]`` operator input ``z*_{ℓ−1}``; ``skip[ℓ]`` residual input ``z*_{ℓ−g}`` or ``None``;
+    ``h[ℓ]`` pre-activation (residual input included); ``z[ℓ]`` ``f(h)``, where targets live;
+    ``out[ℓ]`` ``z* = g(z)``, what the next layer sees.
+    """
+
+    inp: list[Tensor | None] = field(default_factory=list)
+    skip: list[Tensor | None] = field(default_factory=list)
+    #: per layer, ``h`` with the autograd graph of that layer's operator alone (inputs detached),
+    #: recorded for non-dense layers when asked (``local_graphs=True``), else ``None``
+    local: list[Tensor | None] = field(default_factory=list)
+    h: list[Tensor | None] = field(default_factory=list)
+    z: list[Tensor | None] = field(default_factory=list)
+    out: list[Tensor] = field(default_factory=list)
+
+    @property
+    def logits(self) -> Tensor:
+        """Output pre-activation ``h_L``."""
+        h = self.h[-1]
+        assert h is not None
+        return h
 
 
 class LayeredNet(nn.Module):
@@ -52,6 +83,13 @@ class LayeredNet(nn.Module):
                     f"layer {ell} takes a residual input from {layer.skip_from}, "
                     f"which is not an earlier representation"
                 )
+        # per representation k, the last layer that reads it as a residual input: a plain forward
+        # keeps z*_k alive until then and no longer
+        self._last_skip_reader = {
+            layer.skip_from: ell
+            for ell, layer in enumerate(self.layers, start=1)
+            if layer.skip_from is not None
+        }
 
     @property
     def num_layers(self) -> int:
@@ -94,8 +132,36 @@ class LayeredNet(nn.Module):
         return t
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``h_L`` of a batch ``x`` of shape ``(B, D)`` or ``(B, *input_shape)``."""
-        return self.trace(x).logits
+        """Logits ``h_L`` of a batch ``x`` of shape ``(B, D)`` or ``(B, *input_shape)``.
+
+        Unlike :meth:`trace`, only the representations a later layer still reads (the current one
+        and pending residual inputs) are kept alive.
+        """
+        z = x.flatten(1)
+        kept: dict[int, Tensor] = {0: z} if 0 in self._last_skip_reader else {}
+        h = z
+        L = self.num_layers
+        for ell, layer in enumerate(self.layers, start=1):
+            skip = None
+            if (
+                layer.skip_from is not None
+            ):  # z*_k kept since layer k; dropped after its last reader
+                k = layer.skip_from
+                skip = kept[k] if self._last_skip_reader[k] > ell else kept.pop(k)
+            h = layer(z, skip)
+            if ell == L:
+                break
+            z = layer.activation(h)
+            if ell in self._last_skip_reader:
+                kept[ell] = z
+        return h
+
+    def local_grads(self, trace: Trace, ell: int, cotangent: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Directions of layer ``ℓ``'s own parameters from a cotangent on its ``h``: the VJP of its
+        operator alone at the inputs ``trace`` recorded (:func:`~reclra.layers.local_grads`)."""
+        return local_grads(
+            self.layer(ell), trace.inp[ell], cotangent, trace.skip[ell], h=trace.local[ell]
+        )
 
     @torch.no_grad()
     def predict_proba(self, x: Tensor, *, samples: int = 100) -> Tensor:
