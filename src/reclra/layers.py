@@ -179,15 +179,3 @@ def init_weight(w: Tensor, scheme: str, std: float = 0.05) -> None:
         raise ValueError(f"init std must be >= 0, got {std}")
     with torch.no_grad():
         fn(w, std)
-
-
-def local_update(layer, trace, ell, cotangent) -> None:  # transitional: removed with the walk
-    for p, g in local_grads(layer, trace.inp[ell], cotangent, trace.skip[ell], h=trace.local[ell]):
-        accumulate_grad(p, g)
-
-
-def accumulate_grad(p: Tensor, g: Tensor) -> None:  # transitional: moves to the walk
-    if p.grad is None:
-        p.grad = g.detach().clone()
-    else:
-        p.grad.add_(g)

@@ -21,13 +21,22 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._builders: dict[str, Callable[..., T]] = {}
+        self._fixed: dict[str, dict[str, Any]] = {}
 
-    def register(self, *names: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(self, *names: str, **fixed: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Register a builder under ``names``; ``fixed`` options are set by the name itself
+        (``RULES.register("lra-diff", mode="diff")(LRA)``) and refused if given again."""
+
         def deco(builder: Callable[..., T]) -> Callable[..., T]:
+            known = self._signature(builder)
+            for option in fixed:
+                if option not in known:
+                    raise ValueError(f"{builder.__name__} has no option {option!r} to fix")
             for name in names:
                 if name in self._builders:
                     raise ValueError(f"{self.kind} {name!r} is already registered")
                 self._builders[name] = builder
+                self._fixed[name] = dict(fixed)
             return builder
 
         return deco
@@ -46,22 +55,35 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}"
             ) from None
 
-    def options(self, name: str) -> dict[str, Any]:
-        """Keyword options of a builder and their defaults (``Parameter.empty`` if none)."""
-        sig = inspect.signature(self.get(name))
+    @staticmethod
+    def _signature(builder: Callable[..., Any]) -> dict[str, Any]:
         return {
             p.name: p.default
-            for p in sig.parameters.values()
+            for p in inspect.signature(builder).parameters.values()
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
+
+    def options(self, name: str) -> dict[str, Any]:
+        """Keyword options of a builder and their defaults (``Parameter.empty`` if none); the
+        options the name fixes are not among them."""
+        fixed = self._fixed.get(name, {})
+        return {k: v for k, v in self._signature(self.get(name)).items() if k not in fixed}
 
     def build(self, name: str, *args: Any, **options: Any) -> T:
         builder = self.get(name)
         known = self.options(name)
+        fixed = self._fixed[name]
+        clash = sorted(set(options) & set(fixed))
+        if clash:
+            raise ValueError(
+                f"{self.kind} {name!r} fixes "
+                + ", ".join(f"{k}={fixed[k]!r}" for k in clash)
+                + "; do not pass it"
+            )
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ValueError(
                 f"unknown option(s) {', '.join(unknown)} for {self.kind} {name!r}; "
                 f"it takes {', '.join(k for k in known if k not in ('net', 'self'))}"
             )
-        return builder(*args, **options)
+        return builder(*args, **fixed, **options)

@@ -1,13 +1,15 @@
-"""Learning rules: one interface (``compute_grads`` fills ``.grad``), built by name."""
+"""Learning rules: one interface (``compute_grads`` fills ``.grad``), built by name.
+
+The local rules (rec-LRA, mixed rec-LRA, LRA, FA, DFA) are :class:`LocalRule` walks of the core;
+backprop is autograd. ``lra-diff`` is :class:`LRA` with ``mode="diff"`` fixed by its name.
+"""
 
 from __future__ import annotations
-
-from functools import partial
 
 from reclra.network import LayeredNet
 from reclra.registry import Registry
 from reclra.rules.backprop import Backprop
-from reclra.rules.base import Rule, StepStats, SynapseDict
+from reclra.rules.base import LocalRule, Rule, Step, StepStats, SynapseDict
 from reclra.rules.feedback_alignment import DFA, FA
 from reclra.rules.lra import LRA
 from reclra.rules.rec_lra import RecLRA
@@ -19,9 +21,11 @@ __all__ = [
     "LRA",
     "RULES",
     "Backprop",
+    "LocalRule",
     "RecLRA",
     "RecLRABlockBackprop",
     "Rule",
+    "Step",
     "StepStats",
     "SynapseDict",
     "build_rule",
@@ -35,7 +39,7 @@ RULES.register("backprop")(Backprop)
 RULES.register("fa")(FA)
 RULES.register("dfa")(DFA)
 RULES.register("lra")(LRA)
-RULES.register("lra-diff")(partial(LRA, mode="diff"))
+RULES.register("lra-diff", mode="diff")(LRA)
 
 
 def build_rule(name: str, net: LayeredNet, **options) -> Rule:

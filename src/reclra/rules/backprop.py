@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from reclra.layers import accumulate_grad
 from reclra.rules.base import Rule, StepStats, error_norm
+from reclra.walk import apply_directions
 
 __all__ = ["Backprop"]
 
@@ -28,9 +28,11 @@ class Backprop(Rule):
             loss = torch.nn.functional.cross_entropy(trace.logits, y)
             hs = trace.h[1:]
             grads = torch.autograd.grad(loss, params + hs, allow_unused=True)
-        for p, g in zip(params, grads[: len(params)], strict=True):
-            if g is not None:
-                accumulate_grad(p, g)
+        apply_directions(
+            tuple(
+                (p, g) for p, g in zip(params, grads[: len(params)], strict=True) if g is not None
+            )
+        )
         batch = x.shape[0]
         norms = {ell: error_norm(g * batch) for ell, g in enumerate(grads[len(params) :], start=1)}
         return StepStats(loss=loss.detach(), error_norms=norms, depth=float(self.net.num_layers))

@@ -4,20 +4,28 @@ A rule never changes a weight; a stock ``torch.optim`` optimizer over :meth:`Rul
 (the model's parameters plus the rule's learnable synapses) applies the directions. A rule is an
 ``nn.Module`` holding the network, so ``rule.state_dict()`` carries the model, the learnable error
 synapses and the fixed feedback matrices (buffers) together.
+
+A :class:`LocalRule` is a rule whose step is one walk of the core (:func:`reclra.walk.walk`):
+it names the levels it visits and the work of one layer; the executor it was built with runs the
+work of each level.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
+from reclra.executors import Executor, build_executor
+from reclra.functional import output_error
 from reclra.layers import init_weight
-from reclra.network import LayeredNet
+from reclra.network import LayeredNet, Trace
+from reclra.walk import LayerUpdate, walk
 
-__all__ = ["Rule", "StepStats", "SynapseDict", "error_norm"]
+__all__ = ["LocalRule", "Rule", "Step", "StepStats", "SynapseDict", "error_norm"]
 
 
 @dataclass
@@ -114,3 +122,54 @@ class Rule(nn.Module):
 def error_norm(e: Tensor) -> Tensor:
     """Batch mean of the per-example norm ``‖e‖`` (a detached scalar tensor)."""
     return e.detach().flatten(1).norm(dim=1).mean()
+
+
+@dataclass(frozen=True)
+class Step:
+    """What every layer's work of one local step reads: the forward trace, the labels, and the
+    output error ``e_L = softmax(h_L) − onehot(y)`` (= ∂CE/∂h_L) with the batch's mean CE."""
+
+    trace: Trace
+    y: Tensor
+    e_L: Tensor
+    loss: Tensor
+
+
+class LocalRule(Rule):
+    """A rule whose step is one pathway walk: subclasses give :meth:`levels` and
+    :meth:`layer_work`; the executor runs the work of each level (``serial``, ``threads``,
+    ``streams`` or an :class:`~reclra.executors.Executor`).
+
+    ``layer_work`` must only read ``step`` and the updates of earlier levels and return values
+    (a :class:`~reclra.walk.LayerUpdate`): the walk is the one place that writes ``.grad``.
+    """
+
+    def __init__(self, net: LayeredNet, *, executor: str | Executor = "serial") -> None:
+        super().__init__(net)
+        self.executor = build_executor(executor)
+
+    def levels(self) -> Sequence[Sequence[int]]:  # pragma: no cover - abstract
+        """The groups of layers visited in order, the output layer's first."""
+        raise NotImplementedError
+
+    def layer_work(
+        self, step: Step, i: int, done: Mapping[int, LayerUpdate]
+    ) -> LayerUpdate:  # pragma: no cover - abstract
+        """The update of layer ``i`` given the updates of the levels already walked."""
+        raise NotImplementedError
+
+    def depth(self, updates: Mapping[int, LayerUpdate]) -> float:
+        """Credit-assignment depth of a step that updated ``updates``."""
+        return float(len(self.levels()) - 1)
+
+    def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
+        self.check_batch(x, y)
+        with torch.no_grad():
+            trace = self.net.trace(x, local_graphs=True)
+            e_L, loss = output_error(trace.logits, y)
+            step = Step(trace=trace, y=y, e_L=e_L, loss=loss)
+            updates = walk(
+                self.levels(), partial(self.layer_work, step), self.executor, device=x.device
+            )
+        norms = {i: error_norm(u.error) for i, u in updates.items() if u.error is not None}
+        return StepStats(loss=loss, error_norms=norms, depth=self.depth(updates))

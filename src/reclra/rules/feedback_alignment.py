@@ -1,20 +1,26 @@
 """Feedback alignment (FA, Lillicrap et al. 2016) and direct feedback alignment (DFA, Nøkland 2016).
 
-Both walk the layers from the top with a fixed random feedback pathway in place of the weight
-transpose, and update each layer by the local VJP of its own operator
-(:func:`reclra.layers.local_update`) with cotangent ``δ_ℓ = ∂L/∂h_ℓ``'s stand-in.
+Both are walks of the core (:mod:`reclra.walk`) with a fixed random feedback pathway in place of
+the weight transpose: FA walks the chain ``L → … → 1`` (each layer sends its input cotangents to
+the layers it reads), DFA feeds every hidden layer from the output in one level. Each layer's
+update is the local VJP of its own operator (:func:`reclra.layers.local_grads`) with the stand-in
+of ``δ_ℓ = ∂L/∂h_ℓ`` as cotangent.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 from reclra.activations import Activation
-from reclra.functional import displacement, output_error
-from reclra.layers import Layer, local_update, replay
-from reclra.network import LayeredNet, Trace
-from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
+from reclra.executors import Executor
+from reclra.functional import displacement
+from reclra.layers import Layer, replay
+from reclra.network import LayeredNet
+from reclra.rules.base import LocalRule, Step, SynapseDict
+from reclra.walk import LayerUpdate
 
 __all__ = ["DFA", "FA"]
 
@@ -53,7 +59,7 @@ def input_vjp(
     return grads[0], (grads[1] if skip is not None else None)
 
 
-class FA(Rule):
+class FA(LocalRule):
     """Feedback alignment: ``δ_{ℓ−1} = φ'(h_{ℓ−1}) ⊙ (B_ℓ-transported δ_ℓ)``, ``B_ℓ`` fixed random.
 
     ``B_ℓ`` has the shape of ``W_ℓ`` and replaces it in the backward pass only; with ``B_ℓ = W_ℓ``
@@ -63,99 +69,112 @@ class FA(Rule):
         net: the network.
         feedback_init: init scheme of ``B`` (see :data:`reclra.layers.INITS`).
         feedback_std: its std for the ``gaussian`` scheme.
+        executor: how the work of one level runs (FA's levels hold one layer each).
     """
 
     name = "fa"
 
     def __init__(
-        self, net: LayeredNet, *, feedback_init: str = "uniform", feedback_std: float = 0.05
+        self,
+        net: LayeredNet,
+        *,
+        feedback_init: str = "uniform",
+        feedback_std: float = 0.05,
+        executor: str | Executor = "serial",
     ) -> None:
-        super().__init__(net)
+        super().__init__(net, executor=executor)
+        L = net.num_layers
         shapes = {
             _key(ell, n): tuple(net.layer(ell).get_parameter(n).shape)
-            for ell in range(2, net.num_layers + 1)
+            for ell in range(2, L + 1)
             for n in _feedback_params(net.layer(ell))
         }
         self.B = SynapseDict(shapes, learnable=False, init=feedback_init, std=feedback_std)
+        self._levels = tuple((ell,) for ell in range(L, 0, -1))
+        # the layers that read z*_k (k+1, and residual outputs), top first: the order in which
+        # their cotangents on z*_k are summed
+        self._readers: dict[int, list[int]] = {k: [] for k in range(1, L)}
+        for ell in range(L, 1, -1):
+            skip_from = net.layer(ell).skip_from
+            if skip_from and skip_from != ell - 1:
+                self._readers[skip_from].append(ell)
+            self._readers[ell - 1].append(ell)
+        for readers in self._readers.values():
+            readers.sort(reverse=True)
 
     def feedback(self, ell: int) -> dict[str, Tensor]:
         """The feedback tensors of layer ``ℓ``, by operator-parameter name."""
         return {n: self.B[_key(ell, n)] for n in _feedback_params(self.net.layer(ell))}
 
-    def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
-        self.check_batch(x, y)
-        with torch.no_grad():
-            trace = self.net.trace(x, local_graphs=True)
-            e_L, loss = output_error(trace.logits, y)
-        norms = backward_walk(self.net, trace, e_L, self.feedback)
-        return StepStats(loss=loss, error_norms=norms, depth=float(self.net.num_layers))
+    def levels(self) -> tuple[tuple[int, ...], ...]:
+        return self._levels
 
+    def depth(self, updates: Mapping[int, LayerUpdate]) -> float:
+        return float(self.net.num_layers)
 
-def backward_walk(net: LayeredNet, trace: Trace, e_L: Tensor, feedback) -> dict[int, Tensor]:
-    """Walk from the output down, updating each layer locally and sending ``δ`` with ``feedback``.
-
-    ``feedback(ℓ)`` gives the tensors that stand in for layer ``ℓ``'s weights in the backward pass.
-    Returns the per-layer error norms.
-    """
-    L = net.num_layers
-    delta_out: dict[int, Tensor] = {}  # cotangent on z*_k, summed over every consumer
-    delta_h = e_L
-    norms = {}
-    for ell in range(L, 0, -1):
-        layer = net.layer(ell)
-        if ell < L:
-            delta_h = activation_vjp(layer.activation, trace.h[ell], delta_out.pop(ell))
-        norms[ell] = error_norm(delta_h)
-        local_update(layer, trace, ell, delta_h)
+    def layer_work(self, step: Step, ell: int, done: Mapping[int, LayerUpdate]) -> LayerUpdate:
+        """``δ_ℓ`` from the cotangents its readers sent, the layer's update, and the cotangents
+        it sends to the layers it reads (through ``B_ℓ``)."""
+        trace, layer = step.trace, self.net.layer(ell)
+        if ell == self.net.num_layers:
+            delta_h = step.e_L
+        else:
+            parts = [done[reader].sends[ell] for reader in self._readers[ell]]
+            delta_z = parts[0]
+            for part in parts[1:]:
+                delta_z = delta_z + part
+            delta_h = activation_vjp(layer.activation, trace.h[ell], delta_z)
+        directions = tuple(self.net.local_grads(trace, ell, delta_h))
         if ell == 1:
-            break
+            return LayerUpdate(delta_h, directions)
         delta_in, delta_skip = input_vjp(
-            layer, trace.inp[ell], trace.skip[ell], delta_h, feedback(ell)
+            layer, trace.inp[ell], trace.skip[ell], delta_h, self.feedback(ell)
         )
-        _add(delta_out, ell - 1, delta_in)
-        if layer.skip_from:  # the residual input's consumer sends its error straight back
-            _add(delta_out, layer.skip_from, delta_skip)
-    return norms
+        sends = {ell - 1: delta_in}
+        if layer.skip_from:  # the residual input's cotangent goes straight back to its source
+            k = layer.skip_from
+            sends[k] = delta_skip if k not in sends else sends[k] + delta_skip
+        return LayerUpdate(delta_h, directions, sends)
 
 
-def _add(acc: dict[int, Tensor], k: int, v: Tensor) -> None:
-    acc[k] = v if k not in acc else acc[k] + v
-
-
-class DFA(Rule):
+class DFA(LocalRule):
     """Direct feedback alignment: ``δ_ℓ = φ'(h_ℓ) ⊙ B_ℓ e_L`` for every hidden layer.
 
-    ``B_ℓ`` (``n_ℓ × n_L``) is fixed and random; the output layer uses ``e_L`` itself.
+    ``B_ℓ`` (``n_ℓ × n_L``) is fixed and random; the output layer uses ``e_L`` itself. Every hidden
+    layer reads the output alone, so they form one level: the executor may run them at once.
 
     Args:
         net: the network.
         feedback_init: init scheme of ``B`` (see :data:`reclra.layers.INITS`).
         feedback_std: its std for the ``gaussian`` scheme.
+        executor: how the work of the hidden layers' level runs.
     """
 
     name = "dfa"
 
     def __init__(
-        self, net: LayeredNet, *, feedback_init: str = "uniform", feedback_std: float = 0.05
+        self,
+        net: LayeredNet,
+        *,
+        feedback_init: str = "uniform",
+        feedback_std: float = 0.05,
+        executor: str | Executor = "serial",
     ) -> None:
-        super().__init__(net)
+        super().__init__(net, executor=executor)
         L = net.num_layers
         n_L = net.layer(L).size
         shapes = {str(ell): (net.layer(ell).size, n_L) for ell in range(1, L)}
         self.B = SynapseDict(shapes, learnable=False, init=feedback_init, std=feedback_std)
+        self._levels = ((L,), tuple(range(1, L))) if L > 1 else ((L,),)
 
-    def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
-        self.check_batch(x, y)
-        with torch.no_grad():
-            trace = self.net.trace(x, local_graphs=True)
-            e_L, loss = output_error(trace.logits, y)
-        L = self.net.num_layers
-        norms = {L: error_norm(e_L)}
-        local_update(self.net.layer(L), trace, L, e_L)
-        for ell in range(1, L):  # independent of each other: any order, or in parallel
-            layer = self.net.layer(ell)
-            delta_z = displacement(self.B[str(ell)], e_L)
+    def levels(self) -> tuple[tuple[int, ...], ...]:
+        return self._levels
+
+    def layer_work(self, step: Step, ell: int, done: Mapping[int, LayerUpdate]) -> LayerUpdate:
+        trace, layer = step.trace, self.net.layer(ell)
+        if ell == self.net.num_layers:
+            delta_h = step.e_L
+        else:
+            delta_z = displacement(self.B[str(ell)], step.e_L)
             delta_h = activation_vjp(layer.activation, trace.h[ell], delta_z)
-            norms[ell] = error_norm(delta_h)
-            local_update(layer, trace, ell, delta_h)
-        return StepStats(loss=loss, error_norms=norms, depth=1.0)
+        return LayerUpdate(delta_h, tuple(self.net.local_grads(trace, ell, delta_h)))

@@ -9,28 +9,59 @@ which makes the depth of credit assignment vary per batch)::
     h̄_{ℓ−1} ← h̄_{ℓ−1} − β Normalize(Δh, c2),    y_{ℓ−1} = f_{ℓ−1}(h̄_{ℓ−1})
 
 The output's loss is the cross-entropy against the label; hidden layers use L2, L1 or Cauchy.
+LRA is a walk of the core (:mod:`reclra.walk`) down the chain, one layer per level: the work of
+layer ``ℓ`` returns its update and sends the target ``y_{ℓ−1}`` to the layer below, or halts.
+How ``Δh`` is made (feedback synapses or derivatives) is chosen once, by ``mode``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reclra.executors import Executor
 from reclra.functional import LOCAL_LOSSES, reproject
-from reclra.layers import accumulate_grad, local_grads, replay
+from reclra.layers import replay
 from reclra.network import LayeredNet
-from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
+from reclra.rules.base import LocalRule, Step, SynapseDict
 from reclra.synapses import synapse_shape, transmit
+from reclra.walk import LayerUpdate
 
 __all__ = ["LRA"]
 
-MODES = ("fdbk", "diff")
+
+def _feedback_displacement(
+    rule: LRA, ell: int, delta_h: Tensor, h_bar: Tensor, target: Tensor, skip: Tensor | None
+) -> Tensor:
+    """LRA-fdbk: ``Δh = E_ℓ ∂L_ℓ/∂h_ℓ`` through the fixed synapse of layer ``ℓ``."""
+    return transmit(rule.E[str(ell)], delta_h, rule.net.layer(ell - 1).out_shape)
 
 
-class LRA(Rule):
+def _diff_displacement(
+    rule: LRA, ell: int, delta_h: Tensor, h_bar: Tensor, target: Tensor, skip: Tensor | None
+) -> Tensor:
+    """LRA-diff: ``Δh = ∂L_ℓ/∂h̄_{ℓ−1}``, re-running layer ``ℓ`` on ``φ_{ℓ−1}(h̄_{ℓ−1})``."""
+    below, layer = rule.net.layer(ell - 1), rule.net.layer(ell)
+    with torch.enable_grad():
+        hb = h_bar.detach().requires_grad_(True)
+        h = replay(layer, below.activation(hb), skip)
+        (grad,) = torch.autograd.grad(rule.layer_loss(ell, h, target).sum(), hb)
+    return grad
+
+
+#: how each mode makes a displacement step ``Δh`` for the layer below ``ℓ``
+DISPLACEMENTS: dict[str, Callable[..., Tensor]] = {
+    "fdbk": _feedback_displacement,
+    "diff": _diff_displacement,
+}
+MODES = tuple(DISPLACEMENTS)
+
+
+class LRA(LocalRule):
     """LRA (001): layer-wise targets with a halting criterion.
 
     LRA walks the chain of layers ``L → L−1 → … → 1``. On a residual model the residual input of a
@@ -50,6 +81,7 @@ class LRA(Rule):
         e_init: initialisation scheme of ``E`` (``fdbk``; dense, or a 3×3 kernel between two
             image-shaped layers — see :mod:`reclra.synapses`).
         e_init_std: standard deviation of ``E`` (σ_E ≈ 1 in 001).
+        executor: how the work of one level runs (LRA's levels hold one layer each).
     """
 
     name = "lra"
@@ -67,8 +99,9 @@ class LRA(Rule):
         epsilon: float = 0.0,
         e_init: str = "gaussian",
         e_init_std: float = 1.0,
+        executor: str | Executor = "serial",
     ) -> None:
-        super().__init__(net)
+        super().__init__(net, executor=executor)
         if mode not in MODES:
             raise ValueError(f"unknown LRA mode {mode!r}; choose from {MODES}")
         if loss not in LOCAL_LOSSES:
@@ -83,6 +116,7 @@ class LRA(Rule):
             if c is not None and c <= 0:
                 raise ValueError(f"{name} must be > 0 or None, got {c}")
         self.mode, self.beta, self.K, self.loss = mode, beta, K, loss
+        self._displacement = DISPLACEMENTS[mode]
         self.c1, self.c2, self.epsilon = c1, c2, epsilon
         L = net.num_layers
         shapes = {}
@@ -92,8 +126,9 @@ class LRA(Rule):
                 for ell in range(2, L + 1)
             }
         self.E = SynapseDict(shapes, learnable=False, init=e_init, std=e_init_std)
+        self._levels = tuple((ell,) for ell in range(L, 0, -1))
 
-    def _layer_loss(self, ell: int, h: Tensor, target: Tensor) -> Tensor:
+    def layer_loss(self, ell: int, h: Tensor, target: Tensor) -> Tensor:
         """Per-example loss of layer ``ℓ`` at pre-activation ``h``: CE at the output, else local."""
         if ell == self.net.num_layers:
             return F.cross_entropy(h, target, reduction="none")
@@ -103,53 +138,32 @@ class LRA(Rule):
         """Batch-mean loss of layer ``ℓ`` and the per-example ``∂L_ℓ/∂h_ℓ``."""
         with torch.enable_grad():
             h_ = h.detach().requires_grad_(True)
-            per_example = self._layer_loss(ell, h_, target)
+            per_example = self.layer_loss(ell, h_, target)
             (grad,) = torch.autograd.grad(per_example.sum(), h_)
         return per_example.detach().mean(), grad
 
-    def _diff_step(self, ell: int, h_bar: Tensor, target: Tensor, skip: Tensor | None) -> Tensor:
-        """``∂L_ℓ/∂h̄_{ℓ−1}``, re-running layer ``ℓ`` on ``φ_{ℓ−1}(h̄_{ℓ−1})`` (per example)."""
-        below, layer = self.net.layer(ell - 1), self.net.layer(ell)
-        with torch.enable_grad():
-            hb = h_bar.detach().requires_grad_(True)
-            h = replay(layer, below.activation(hb), skip)
-            (grad,) = torch.autograd.grad(self._layer_loss(ell, h, target).sum(), hb)
-        return grad
+    def levels(self) -> tuple[tuple[int, ...], ...]:
+        return self._levels
 
-    def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
-        self.check_batch(x, y)
-        net, L = self.net, self.net.num_layers
-        with torch.no_grad():
-            trace = net.trace(x, local_graphs=True)
-        target: Tensor = y
-        norms: dict[int, Tensor] = {}
-        out_loss = None
-        depth = 0
-        for ell in range(L, 0, -1):
-            loss_val, delta_h = self._loss_grad(ell, trace.h[ell], target)
-            if ell == L:
-                out_loss = loss_val
-            if self.epsilon > 0 and float(loss_val) < self.epsilon:  # halting criterion
-                break
-            depth += 1
-            norms[ell] = error_norm(delta_h)
-            layer_grads = local_grads(
-                net.layer(ell), trace.inp[ell], delta_h, trace.skip[ell], h=trace.local[ell]
-            )
-            for p, g in layer_grads:
-                accumulate_grad(p, reproject(g, self.c1))
-            if ell == 1:
-                break
-            with torch.no_grad():
-                h_bar = trace.h[ell - 1]
-                for _ in range(self.K):
-                    if self.mode == "fdbk":
-                        out_shape = net.layer(ell - 1).out_shape
-                        step = transmit(self.E[str(ell)], delta_h, out_shape)
-                    else:
-                        step = self._diff_step(ell, h_bar, target, trace.skip[ell])
-                    step = reproject(step.view_as(h_bar), self.c2, per_row=True)
-                    h_bar = h_bar - self.beta * step
-                target = net.layer(ell - 1).activation.f(h_bar)
-        assert out_loss is not None
-        return StepStats(loss=out_loss, error_norms=norms, depth=float(depth))
+    def depth(self, updates: Mapping[int, LayerUpdate]) -> float:
+        """The per-batch depth: how many layers the halting criterion let the walk update."""
+        return float(len(updates))
+
+    def layer_work(self, step: Step, ell: int, done: Mapping[int, LayerUpdate]) -> LayerUpdate:
+        """Layer ``ℓ``'s loss against its target (halting if below ε), its re-projected update,
+        and the target ``y_{ℓ−1}`` it sends below after ``K`` displacement steps."""
+        trace, net = step.trace, self.net
+        target = step.y if ell == net.num_layers else done[ell + 1].sends[ell]
+        loss_val, delta_h = self._loss_grad(ell, trace.h[ell], target)
+        if self.epsilon > 0 and float(loss_val) < self.epsilon:  # halting criterion
+            return LayerUpdate.halted()
+        directions = tuple(
+            (p, reproject(g, self.c1)) for p, g in net.local_grads(trace, ell, delta_h)
+        )
+        if ell == 1:
+            return LayerUpdate(delta_h, directions)
+        h_bar = trace.h[ell - 1]
+        for _ in range(self.K):
+            step_h = self._displacement(self, ell, delta_h, h_bar, target, trace.skip[ell])
+            h_bar = h_bar - self.beta * reproject(step_h.view_as(h_bar), self.c2, per_row=True)
+        return LayerUpdate(delta_h, directions, {ell - 1: net.layer(ell - 1).activation.f(h_bar)})

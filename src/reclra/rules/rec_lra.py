@@ -7,31 +7,69 @@ After one forward pass, error neurons are computed from the output down the erro
 
 and every layer is updated as soon as its ``e_i`` is known, by the VJP of its own operator with
 cotangent ``e_i`` (dense: ``ΔW = e_i z_{i−1}ᵀ``) — no global backward pass, no derivative of φ.
-The layers of one pathway level are independent; :meth:`RecLRA.schedule` exposes that structure.
+The layers of one pathway level are independent: :meth:`RecLRA.levels` are the pathway's levels,
+and the walk's executor may run the work of a level in any order or at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from functools import reduce
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from reclra.functional import error_neurons, output_error, reproject, target
-from reclra.layers import accumulate_grad, local_update
-from reclra.network import LayeredNet, Trace
+from reclra.executors import Executor
+from reclra.functional import error_neurons, reproject, target
+from reclra.network import LayeredNet
 from reclra.pathway import Pathway, edge_key
-from reclra.rules.base import Rule, StepStats, SynapseDict, error_norm
+from reclra.rules.base import LocalRule, Step, SynapseDict
 from reclra.synapses import synapse_grad, synapse_shape, transmit
+from reclra.walk import Directions, LayerUpdate
 
-__all__ = ["ERROR_RULES", "RecLRA"]
-
-ERROR_RULES = ("paper", "fixed", "transpose")
+__all__ = ["ERROR_RULES", "RecLRA", "SynapseRule"]
 
 
-class RecLRA(Rule):
+class SynapseRule:
+    """How the error synapses ``E_{j→i}`` learn: the cotangent on ``d_i`` whose VJP w.r.t. ``E``
+    (at ``e_j``) is ``ΔE`` (before γ). Chosen once, by name, when the rule is built."""
+
+    name = "fixed"
+    #: whether ``E`` learns (``nn.Parameter``) or stays fixed (buffer)
+    learnable = False
+
+    def cotangent(self, d_ji: Tensor, out_i: Tensor) -> Tensor:  # pragma: no cover - fixed
+        """Cotangent on ``d_i`` (flattened, ``(B, n_i)``) from ``d_ji = E_{j→i} e_j`` and
+        ``z*_i``."""
+        raise NotImplementedError("fixed synapses do not learn")
+
+
+class PaperSynapses(SynapseRule):
+    """Eq. 6: ``ΔE_{j→i} = −γ d_i e_jᵀ`` (each synapse with its own part ``E_{j→i} e_j``)."""
+
+    name, learnable = "paper", True
+
+    def cotangent(self, d_ji: Tensor, out_i: Tensor) -> Tensor:
+        return -d_ji
+
+
+class TransposeSynapses(SynapseRule):
+    """``ΔE_{j→i} = γ z*_i e_jᵀ`` — on a chain edge ``γ ΔW_{i+1}ᵀ``, as in the LRA-E code."""
+
+    name, learnable = "transpose", True
+
+    def cotangent(self, d_ji: Tensor, out_i: Tensor) -> Tensor:
+        return out_i
+
+
+SYNAPSE_RULES: dict[str, SynapseRule] = {
+    r.name: r for r in (PaperSynapses(), SynapseRule(), TransposeSynapses())
+}
+ERROR_RULES = tuple(SYNAPSE_RULES)
+
+
+class RecLRA(LocalRule):
     """rec-LRA over any error pathway.
 
     The defaults (``skip`` pathway — ``blocks`` on residual models —, ``fixed`` synapses,
@@ -59,6 +97,8 @@ class RecLRA(Rule):
             (one weight per position; the papers' literal ``E``).
         clip: re-projection bound ``c`` applied to every parameter update (Frobenius norm) and to
             every displacement ``d_i`` (per example); ``None`` disables it.
+        executor: how the work of one pathway level runs (``serial``, ``threads``, ``streams``
+            or an :class:`~reclra.executors.Executor`).
     """
 
     name = "rec-lra"
@@ -76,9 +116,10 @@ class RecLRA(Rule):
         clip: float | None = None,
         e_kernel: int = 3,
         e_to_maps: Literal["channel", "dense"] = "channel",
+        executor: str | Executor = "serial",
     ) -> None:
-        super().__init__(net)
-        if error_rule not in ERROR_RULES:
+        super().__init__(net, executor=executor)
+        if error_rule not in SYNAPSE_RULES:
             raise ValueError(f"unknown error_rule {error_rule!r}; choose from {ERROR_RULES}")
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
@@ -98,6 +139,7 @@ class RecLRA(Rule):
         else:
             self.pathway = Pathway.from_edges(pathway, L)
         self.beta, self.gamma, self.error_rule, self.clip = beta, gamma, error_rule, clip
+        self.synapses = SYNAPSE_RULES[error_rule]
         if e_kernel < 1 or e_kernel % 2 == 0:
             raise ValueError(f"e_kernel must be a positive odd size, got {e_kernel}")
         if e_to_maps not in ("channel", "dense"):
@@ -109,7 +151,7 @@ class RecLRA(Rule):
             )
             for j, i in self.pathway.edges
         }
-        self.E = SynapseDict(shapes, learnable=error_rule != "fixed", init=e_init, std=e_init_std)
+        self.E = SynapseDict(shapes, learnable=self.synapses.learnable, init=e_init, std=e_init_std)
         # (parent j, synapse name) of every layer, looked up once instead of at every step
         self._inputs = {
             i: [(j, edge_key(j, i)) for j in self.pathway.parents(i)]
@@ -117,52 +159,45 @@ class RecLRA(Rule):
             for i in level
         }
 
-    def schedule(self) -> Iterator[tuple[int, ...]]:
-        """The pathway's levels below the root: each is a group of independent layers."""
-        yield from self.pathway.levels[1:]
+    def levels(self) -> tuple[tuple[int, ...], ...]:
+        """The pathway's levels, the output's first: each is a group of independent layers."""
+        return self.pathway.levels
 
-    def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
-        self.check_batch(x, y)
-        net, L = self.net, self.net.num_layers
-        with torch.no_grad():
-            trace = net.trace(x, local_graphs=True)
-            e_L, loss = output_error(trace.logits, y)
-            e: dict[int, Tensor] = {L: e_L}
-            local_update(net.layer(L), trace, L, e_L)
-            for level in self.schedule():
-                for i in level:  # independent: could run on separate streams/devices
-                    e[i] = self._align(trace, e, i)
-            if self.clip is not None:
-                for p in self.parameters():
-                    if p.grad is not None:
-                        p.grad = reproject(p.grad, self.clip)
-        norms = {ell: error_norm(v) for ell, v in e.items()}
-        return StepStats(loss=loss, error_norms=norms, depth=float(self.pathway.depth))
+    def depth(self, updates: Mapping[int, LayerUpdate]) -> float:
+        return float(self.pathway.depth)
 
-    def update_layer(self, trace: Trace, i: int, e_i: Tensor) -> None:
-        """Local update of layer ``i`` from its error neurons (eq. 5: the operator's VJP)."""
-        local_update(self.net.layer(i), trace, i, e_i)
+    def layer_directions(self, step: Step, i: int, e_i: Tensor) -> Directions:
+        """Update of layer ``i``'s parameters from its error neurons (eq. 5: its operator's VJP)."""
+        return tuple(self.net.local_grads(step.trace, i, e_i))
 
-    def _align(self, trace: Trace, e: dict[int, Tensor], i: int) -> Tensor:
-        """Target, error neurons and local updates of layer ``i`` (its parents are done)."""
-        layer = self.net.layer(i)
-        learn = self.error_rule != "fixed"
-        d_parts = {  # conv synapses keep their graph for their own update below
-            j: transmit(self.E[key], e[j], layer.out_shape, record=learn)
-            for j, key in self._inputs[i]
-        }
-        d_i = reduce(torch.add, (d.detach() for d in d_parts.values()))  # Σ_j E_{j→i} e_j
+    def layer_work(self, step: Step, i: int, done: Mapping[int, LayerUpdate]) -> LayerUpdate:
+        """Target, error neurons and directions of layer ``i`` (its parents are in ``done``)."""
+        if i == self.net.num_layers:
+            return LayerUpdate(
+                step.e_L, self._reprojected(self.layer_directions(step, i, step.e_L))
+            )
+        trace, layer, synapses = step.trace, self.net.layer(i), self.synapses
+        d_parts = []  # (synapse, e_j, E_{j→i} e_j); conv synapses keep their graph for ΔE
+        for j, key in self._inputs[i]:
+            e_j = done[j].error
+            d_ji = transmit(self.E[key], e_j, layer.out_shape, record=synapses.learnable)
+            d_parts.append((key, e_j, d_ji))
+        d_i = reduce(torch.add, (d.detach() for _, _, d in d_parts))  # Σ_j E_{j→i} e_j
         d_i = reproject(d_i, self.clip, per_row=True)
         y_i = target(layer.activation.f, trace.h[i], d_i, self.beta)
         e_i = error_neurons(trace.z[i], y_i)
-        self.update_layer(trace, i, e_i)
-        if learn:
-            for j, key in self._inputs[i]:
-                E, d_ji = self.E[key], d_parts[j]
-                if self.error_rule == "paper":  # eq. 6: ΔE = −γ d_i e_jᵀ
-                    cotangent = -self.gamma * d_ji.detach()
-                else:  # transpose: ΔE = γ z*_i e_jᵀ  (= γ ΔW_{i+1}ᵀ on a chain edge)
-                    cotangent = self.gamma * trace.out[i].flatten(1)
+        directions = list(self.layer_directions(step, i, e_i))
+        if synapses.learnable:
+            out_i = trace.out[i].flatten(1)  # z*_i, (B, n_i)
+            for key, e_j, d_ji in d_parts:
+                E = self.E[key]
+                cotangent = self.gamma * synapses.cotangent(d_ji.detach(), out_i)
                 cotangent = cotangent.view(-1, *layer.out_shape)
-                accumulate_grad(E, synapse_grad(E, e[j], cotangent, d=d_ji))
-        return e_i
+                directions.append((E, synapse_grad(E, e_j, cotangent, d=d_ji)))
+        return LayerUpdate(e_i, self._reprojected(directions))
+
+    def _reprojected(self, directions: Sequence[tuple[Tensor, Tensor]]) -> Directions:
+        """Every direction re-projected to the bound ``clip`` (Frobenius norm), if set."""
+        if self.clip is None:
+            return tuple(directions)
+        return tuple((p, reproject(g, self.clip)) for p, g in directions)

@@ -15,10 +15,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from reclra.layers import accumulate_grad, replay
-from reclra.network import Block, LayeredNet, Trace
+from reclra.executors import Executor
+from reclra.layers import replay
+from reclra.network import Block, LayeredNet
 from reclra.pathway import Pathway
+from reclra.rules.base import Step
 from reclra.rules.rec_lra import RecLRA
+from reclra.walk import Directions
 
 __all__ = ["RecLRABlockBackprop"]
 
@@ -43,6 +46,7 @@ class RecLRABlockBackprop(RecLRA):
         e_init: str = "gaussian",
         e_init_std: float = 0.05,
         clip: float | None = None,
+        executor: str | Executor = "serial",
     ) -> None:
         if not net.blocks:
             raise ValueError("rec-lra-bp needs a residual model with blocks (e.g. mlp-resnet)")
@@ -52,15 +56,15 @@ class RecLRABlockBackprop(RecLRA):
         pathway = Pathway.from_edges([(L, ell) for ell in targets], L, targets=targets)
         super().__init__(
             net, pathway=pathway, beta=beta, gamma=gamma, error_rule=error_rule, e_init=e_init,
-            e_init_std=e_init_std, clip=clip,
+            e_init_std=e_init_std, clip=clip, executor=executor,
         )  # fmt: skip
         self._blocks: dict[int, Block] = {b.output: b for b in net.blocks}
 
-    def update_layer(self, trace: Trace, i: int, e_i: Tensor) -> None:
+    def layer_directions(self, step: Step, i: int, e_i: Tensor) -> Directions:
         block = self._blocks.get(i)
         if block is None:
-            super().update_layer(trace, i, e_i)
-            return
+            return super().layer_directions(step, i, e_i)
+        trace = step.trace
         layers = [*block.support, block.output]
         params = [p for ell in layers for p in self.net.layer(ell).parameters() if p.requires_grad]
         with torch.enable_grad():
@@ -75,6 +79,4 @@ class RecLRABlockBackprop(RecLRA):
             grads = torch.autograd.grad(
                 z_out, params, grad_outputs=e_i / e_i.shape[0], allow_unused=True
             )
-        for p, g in zip(params, grads, strict=True):
-            if g is not None:
-                accumulate_grad(p, g)
+        return tuple((p, g) for p, g in zip(params, grads, strict=True) if g is not None)
