@@ -139,22 +139,19 @@ class LayeredNet(nn.Module):
         """
         z = x.flatten(1)
         kept: dict[int, Tensor] = {0: z} if 0 in self._last_skip_reader else {}
-        h = z
-        L = self.num_layers
-        for ell, layer in enumerate(self.layers, start=1):
-            skip = None
-            if (
-                layer.skip_from is not None
-            ):  # z*_k kept since layer k; dropped after its last reader
-                k = layer.skip_from
-                skip = kept[k] if self._last_skip_reader[k] > ell else kept.pop(k)
-            h = layer(z, skip)
-            if ell == L:
-                break
-            z = layer.activation(h)
+        *hidden, output = self.layers
+        for ell, layer in enumerate(hidden, start=1):
+            z = layer.activation(layer(z, self._residual_input(kept, ell)))  # h_ℓ is not kept
             if ell in self._last_skip_reader:
                 kept[ell] = z
-        return h
+        return output(z, self._residual_input(kept, self.num_layers))
+
+    def _residual_input(self, kept: dict[int, Tensor], ell: int) -> Tensor | None:
+        """``z*_k`` for layer ``ℓ`` (``k`` = its ``skip_from``), dropped after its last reader."""
+        k = self.layer(ell).skip_from
+        if k is None:
+            return None
+        return kept[k] if self._last_skip_reader[k] > ell else kept.pop(k)
 
     def local_grads(self, trace: Trace, ell: int, cotangent: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Directions of layer ``ℓ``'s own parameters from a cotangent on its ``h``: the VJP of its
