@@ -390,3 +390,12 @@ def test_converted_layers_are_plain_layers() -> None:
     with torch.no_grad():
         net.eval(), clone.eval()
         assert torch.equal(clone(x), net(x))
+
+
+def test_readme_from_module_snippet_runs():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Your own model", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md (Your own model)", "exec"), {})

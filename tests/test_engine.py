@@ -288,7 +288,7 @@ def test_plain_forward_keeps_only_what_later_layers_read():
 def test_core_modules_import_no_rule_model_trainer_or_cli():
     code = (
         "import sys, reclra.pathway, reclra.walk, reclra.executors, reclra.network, "
-        "reclra.layers, reclra.functional, reclra.synapses, reclra.activations\n"
+        "reclra.layers, reclra.functional, reclra.synapses, reclra.activations, reclra.convert\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[:2] in "
         "(['reclra', 'rules'], ['reclra', 'models'], ['reclra', 'train'], ['reclra', 'cli'],"
         " ['reclra', 'data'], ['reclra', 'config']))\n"
