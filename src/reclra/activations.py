@@ -79,6 +79,11 @@ class Activation:
     def __call__(self, h: Tensor) -> Tensor:
         return self.g(self.f(h))
 
+    @property
+    def plain(self) -> bool:
+        """Whether ``z* = z`` (no discretizer ``g``): the representation is ``f(h)`` itself."""
+        return self.g is _identity
+
 
 def _softmax(h: Tensor) -> Tensor:
     return torch.softmax(h, dim=1)

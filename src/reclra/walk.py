@@ -33,7 +33,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from reclra.executors import Executor
 
-__all__ = ["Directions", "LayerUpdate", "Work", "apply_directions", "walk"]
+__all__ = ["Directions", "LayerUpdate", "LevelWork", "Work", "apply_directions", "walk"]
 
 #: ``(parameter, direction)`` pairs: what a layer's work asks to add into ``parameter.grad``
 Directions = tuple[tuple[Tensor, Tensor], ...]
@@ -69,23 +69,32 @@ class LayerUpdate:
 Work = Callable[[int, Mapping[int, LayerUpdate]], LayerUpdate]
 
 
+#: the work of a whole level at once (batched kernels), or ``None`` to run it layer by layer
+LevelWork = Callable[[Sequence[int], Mapping[int, LayerUpdate]], "list[LayerUpdate] | None"]
+
+
 def walk(
     levels: Iterable[Sequence[int]],
     work: Work,
     executor: Executor,
     *,
     device: torch.device | None = None,
+    level_work: LevelWork | None = None,
 ) -> dict[int, LayerUpdate]:
     """Visit ``levels`` in order, run each level's work on ``executor``, apply the directions.
 
     Returns the updates of every layer that was updated (directions dropped, errors and sends
     kept), in walk order. The walk stops after a level in which a work halts.
-    ``device`` is where the step runs (a CUDA-streams executor needs it).
+    ``device`` is where the step runs (a CUDA-streams executor needs it). ``level_work``, if
+    given, may compute a whole level in one go (a rule's fused kernel); where it returns
+    ``None`` the level's layers run one by one on the executor.
     """
     done: dict[int, LayerUpdate] = {}
     view = MappingProxyType(done)
     for level in levels:
-        updates = executor.run([partial(work, i, view) for i in level], device=device)
+        updates = None if level_work is None else level_work(level, view)
+        if updates is None:
+            updates = executor.run([partial(work, i, view) for i in level], device=device)
         halt = False
         for i, update in zip(level, updates, strict=True):
             apply_directions(update.directions)
@@ -99,9 +108,13 @@ def walk(
 
 
 def apply_directions(directions: Directions) -> None:
-    """``p.grad += direction`` for every pair (creating ``.grad`` if needed), as autograd does."""
+    """``p.grad += direction`` for every pair (creating ``.grad`` if needed), as autograd does.
+
+    A direction is a tensor the work made for this purpose (no other tensor's storage): where
+    ``.grad`` is ``None`` it becomes ``.grad`` without a copy.
+    """
     for p, g in directions:
         if p.grad is None:
-            p.grad = g.detach().clone()
+            p.grad = g.detach()
         else:
             p.grad.add_(g)

@@ -158,6 +158,18 @@ class LocalRule(Rule):
         """The update of layer ``i`` given the updates of the levels already walked."""
         raise NotImplementedError
 
+    def level_work(
+        self, step: Step, level: Sequence[int], done: Mapping[int, LayerUpdate]
+    ) -> list[LayerUpdate] | None:
+        """The updates of a whole level computed at once (a fused kernel), or ``None`` (the
+        default) to run the level's :meth:`layer_work` on the executor."""
+        return None
+
+    def record(self, x: Tensor) -> Trace:
+        """The forward pass the step reads (under ``no_grad``): the net's trace, with each
+        non-dense layer's local graph."""
+        return self.net.trace(x, local_graphs=True)
+
     def depth(self, updates: Mapping[int, LayerUpdate]) -> float:
         """Credit-assignment depth of a step that updated ``updates``."""
         return float(len(self.levels()) - 1)
@@ -165,11 +177,15 @@ class LocalRule(Rule):
     def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
         self.check_batch(x, y)
         with torch.no_grad():
-            trace = self.net.trace(x, local_graphs=True)
+            trace = self.record(x)
             e_L, loss = output_error(trace.logits, y)
             step = Step(trace=trace, y=y, e_L=e_L, loss=loss)
             updates = walk(
-                self.levels(), partial(self.layer_work, step), self.executor, device=x.device
+                self.levels(),
+                partial(self.layer_work, step),
+                self.executor,
+                device=x.device,
+                level_work=partial(self.level_work, step),
             )
         norms = {i: error_norm(u.error) for i, u in updates.items() if u.error is not None}
         return StepStats(loss=loss, error_norms=norms, depth=self.depth(updates))

@@ -22,9 +22,10 @@ from torch import Tensor
 
 from reclra.executors import Executor
 from reclra.functional import error_neurons, reproject, target
-from reclra.network import LayeredNet
+from reclra.network import LayeredNet, Trace
 from reclra.pathway import Pathway, edge_key
 from reclra.rules.base import LocalRule, Step, SynapseDict
+from reclra.rules.rec_lra_dense import DenseSkipKernel
 from reclra.synapses import synapse_grad, synapse_shape, transmit
 from reclra.walk import Directions, LayerUpdate
 
@@ -99,6 +100,10 @@ class RecLRA(LocalRule):
             every displacement ``d_i`` (per example); ``None`` disables it.
         executor: how the work of one pathway level runs (``serial``, ``threads``, ``streams``
             or an :class:`~reclra.executors.Executor`).
+        fused: run the level below the root as batched kernels where that applies (a plain MLP
+            of one hidden width on the ``skip`` pathway, no ``clip``: see
+            :mod:`reclra.rules.rec_lra_dense`); the same maths as the layer-by-layer walk, to
+            float rounding. ``False`` always walks layer by layer.
     """
 
     name = "rec-lra"
@@ -117,6 +122,7 @@ class RecLRA(LocalRule):
         e_kernel: int = 3,
         e_to_maps: Literal["channel", "dense"] = "channel",
         executor: str | Executor = "serial",
+        fused: bool = True,
     ) -> None:
         super().__init__(net, executor=executor)
         if error_rule not in SYNAPSE_RULES:
@@ -158,10 +164,19 @@ class RecLRA(LocalRule):
             for level in self.pathway.levels[1:]
             for i in level
         }
+        self.kernel = DenseSkipKernel.for_rule(self) if fused else None
 
     def levels(self) -> tuple[tuple[int, ...], ...]:
         """The pathway's levels, the output's first: each is a group of independent layers."""
         return self.pathway.levels
+
+    def record(self, x: Tensor) -> Trace:
+        return super().record(x) if self.kernel is None else self.kernel.record(x)
+
+    def level_work(
+        self, step: Step, level: Sequence[int], done: Mapping[int, LayerUpdate]
+    ) -> list[LayerUpdate] | None:
+        return None if self.kernel is None else self.kernel.level_work(step, level, done)
 
     def depth(self, updates: Mapping[int, LayerUpdate]) -> float:
         return float(self.pathway.depth)

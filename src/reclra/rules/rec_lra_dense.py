@@ -1,0 +1,185 @@
+"""The fused kernel of rec-LRA for plain MLPs on the ``skip`` pathway (the speed path).
+
+On the ``skip`` pathway every hidden layer ``i`` reads the output's error ``e_L`` alone, so the
+whole level below the root is a handful of batched kernels whatever the depth. With the hidden
+layers of one width ``n`` stacked as ``(k, B, n)`` (``k = L − 1``)::
+
+    D = e_L E_stackᵀ                       one batched GEMM: every d_i = E_{L→i} e_L
+    Y = f(H − β D),  Err = Z − Y           elementwise, all layers at once (eqs. 3–4)
+    ΔW_1 = Err_1ᵀ x / B                    one GEMM
+    ΔW_{2..k} = Err_{2..k}ᵀ Z_{1..k−1} / B  one batched GEMM (the inputs are views of Z)
+    Δb = Σ_b Err / B                        one reduction
+    ΔE_{L→i} = γ cot_iᵀ e_L / B            one batched GEMM (learnable synapses)
+
+The forward pass writes ``h`` and ``z`` straight into stacked buffers kept between steps (per
+batch size, device and dtype), so no activation is copied and no buffer is allocated per step;
+the directions are fresh tensors (they become ``.grad``). No autograd is involved. The maths is
+that of the layer-by-layer walk (:meth:`RecLRA.layer_work`): the two agree to float rounding
+(batched and single GEMMs may round differently), which the tests check.
+
+The kernel applies when every layer is a plain ``nn.Linear`` with no residual input, every hidden
+layer has the same width and a plain activation (``z* = f(h)``), the pathway is ``skip`` and no
+re-projection bound is set; otherwise :class:`~reclra.rules.RecLRA` walks layer by layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from reclra.network import Trace
+from reclra.rules.base import Step
+from reclra.walk import LayerUpdate
+
+if TYPE_CHECKING:
+    from reclra.rules.rec_lra import RecLRA
+
+__all__ = ["DenseSkipKernel"]
+
+#: activations with an ``out=`` form: written straight into the stacked buffer
+_INTO = {torch.tanh: torch.tanh, torch.sigmoid: torch.sigmoid}
+
+
+class DenseSkipKernel:
+    """Batched rec-LRA step of a plain MLP on the ``skip`` pathway (see the module docstring).
+
+    Build it with :meth:`for_rule`, which returns ``None`` where the kernel does not apply.
+    """
+
+    def __init__(self, rule: RecLRA) -> None:
+        net = rule.net
+        self.rule = rule
+        self.L = net.num_layers
+        self.hidden = tuple(range(1, self.L))  # the level below the root, in order
+        self.width = net.layer(1).size
+        self.keys = tuple(f"{self.L}->{i}" for i in self.hidden)
+        self._buffers: dict[tuple, dict[str, Tensor]] = {}
+        self._fixed_stack: tuple[tuple, Tensor] | None = None
+
+    @classmethod
+    def for_rule(cls, rule: RecLRA) -> DenseSkipKernel | None:
+        net, L = rule.net, rule.net.num_layers
+        if L < 2 or rule.clip is not None:
+            return None
+        if any(
+            not layer.is_dense or layer.skip_from is not None or layer.op.bias is None
+            for layer in net.layers
+        ):
+            return None
+        hidden = [net.layer(i) for i in range(1, L)]
+        if len({layer.size for layer in hidden}) != 1:
+            return None
+        if not all(layer.activation.plain for layer in hidden):
+            return None
+        if set(rule.pathway.edges) != {(L, i) for i in range(1, L)}:
+            return None
+        return cls(rule)
+
+    # -- buffers ------------------------------------------------------------------------------
+
+    def _stacks(self, like: Tensor) -> dict[str, Tensor]:
+        """``H``, ``Z``, ``D``, ``Y`` of shape ``(k, B, n)`` for this batch (kept between steps)."""
+        key = (like.shape[0], like.device, like.dtype)
+        bufs = self._buffers.get(key)
+        if bufs is None:
+            shape = (len(self.hidden), like.shape[0], self.width)  # (k, B, n)
+            bufs = {name: like.new_empty(shape) for name in ("H", "Z", "D", "Y")}
+            if len(self._buffers) >= 2:  # the full batch size and the last, smaller batch
+                self._buffers.pop(next(iter(self._buffers)))
+            self._buffers[key] = bufs
+        return bufs
+
+    def __getstate__(self) -> dict:  # buffers are scratch space: a copy makes its own
+        return {**self.__dict__, "_buffers": {}, "_fixed_stack": None}
+
+    def _synapse_stack(self) -> Tensor:
+        """``E_{L→i}`` stacked, ``(k, n, n_L)``; cached while fixed synapses are unchanged."""
+        E = [self.rule.E[key] for key in self.keys]
+        if self.rule.synapses.learnable:
+            return torch.stack(E)
+        stamp = tuple((e.data_ptr(), e._version) for e in E)
+        if self._fixed_stack is None or self._fixed_stack[0] != stamp:
+            self._fixed_stack = (stamp, torch.stack(E))
+        return self._fixed_stack[1]
+
+    # -- the step -----------------------------------------------------------------------------
+
+    def record(self, x: Tensor) -> Trace:
+        """The forward pass into the stacked buffers, as a :class:`Trace` of views."""
+        net = self.rule.net
+        z = x.flatten(1)
+        bufs = self._stacks(z)
+        H, Z = bufs["H"], bufs["Z"]
+        t = Trace(inp=[None], skip=[None], local=[None], h=[None], z=[None], out=[z])
+        for k, i in enumerate(self.hidden):
+            layer = net.layer(i)
+            op = layer.op
+            torch.addmm(op.bias, z, op.weight.t(), out=H[k])  # h_i = W_i z_{i−1} + b_i
+            f = layer.activation.f
+            if f in _INTO:
+                _INTO[f](H[k], out=Z[k])
+            else:
+                Z[k].copy_(f(H[k]))
+            t.inp.append(z)
+            z = Z[k]
+            t.skip.append(None), t.local.append(None), t.h.append(H[k]), t.z.append(z)
+            t.out.append(z)
+        out = net.layer(self.L)
+        h_L = out(z)
+        t.inp.append(z), t.skip.append(None), t.local.append(None), t.h.append(h_L)
+        t.z.append(out.activation.f(h_L)), t.out.append(t.z[-1])
+        return t
+
+    def level_work(
+        self, step: Step, level: Sequence[int], done: Mapping[int, LayerUpdate]
+    ) -> list[LayerUpdate] | None:
+        """Every hidden layer's update in batched kernels (``None`` for the root level)."""
+        if tuple(level) != self.hidden:
+            return None
+        rule, net, trace = self.rule, self.rule.net, step.trace
+        e_L = done[self.L].error  # (B, n_L)
+        bufs = self._stacks(e_L)
+        H, Z, D, Y = bufs["H"], bufs["Z"], bufs["D"], bufs["Y"]
+        if H.data_ptr() != trace.h[1].data_ptr():
+            return None  # not a trace of this kernel (a step recorded elsewhere)
+        B = e_L.shape[0]
+        E_stack = self._synapse_stack()  # (k, n, n_L)
+        torch.matmul(e_L, E_stack.transpose(1, 2), out=D)  # d_i = E_{L→i} e_L, (k, B, n)
+        torch.mul(D, rule.beta, out=Y)
+        torch.sub(H, Y, out=Y)  # h_i − β d_i
+        f = net.layer(1).activation.f
+        if all(net.layer(i).activation.f is f for i in self.hidden) and f in _INTO:
+            _INTO[f](Y, out=Y)  # y_i = f(h_i − β d_i)
+        else:
+            for k, i in enumerate(self.hidden):
+                Y[k].copy_(net.layer(i).activation.f(Y[k]))
+        err = torch.sub(Z, Y, out=Y)  # e_i = z_i − y_i, (k, B, n), in place of y
+        x, k = trace.inp[1], len(self.hidden)
+        dW = [_gemm(err[0].t(), x, 1.0 / B)]  # ΔW_1 = mean e_1 xᵀ, (n, D)
+        if k > 1:  # ΔW_i = mean e_i z_{i−1}ᵀ: the inputs are the stacked z's, shifted by one
+            dW += _gemm(err[1:].transpose(1, 2), Z[:-1], 1.0 / B).unbind(0)  # (k−1, n, n)
+        db = (err.sum(1) / B).unbind(0)  # (k, n)
+        dE: Sequence[Tensor] = ()
+        if rule.synapses.learnable:  # ΔE_{L→i} = γ mean cot_i e_Lᵀ, (k, n, n_L)
+            cotangent = rule.gamma * rule.synapses.cotangent(D, Z)  # on d_i, (k, B, n)
+            dE = _gemm(cotangent.transpose(1, 2), e_L.expand(k, *e_L.shape), 1.0 / B).unbind(0)
+        updates = []
+        for k, i in enumerate(self.hidden):
+            op = net.layer(i).op
+            directions = [(op.weight, dW[k]), (op.bias, db[k])]
+            if dE:
+                directions.append((rule.E[self.keys[k]], dE[k]))
+            updates.append(LayerUpdate(err[k], tuple(directions)))
+        return updates
+
+
+def _gemm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """``alpha · a @ b`` into a fresh tensor, the scale applied inside the (batched) GEMM."""
+    if a.dim() == 2:
+        out = a.new_empty(a.shape[0], b.shape[1])
+        return torch.addmm(out, a, b, beta=0.0, alpha=alpha, out=out)
+    out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
+    return torch.baddbmm(out, a, b, beta=0.0, alpha=alpha, out=out)
