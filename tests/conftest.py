@@ -53,16 +53,16 @@ def tiny_idx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def no_machine_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No machine data folders, an empty cache, and any network access fails the test (downloads
-    stay enabled, for tests that monkeypatch ``data.fetch_url`` themselves)."""
+    stay enabled, for tests that monkeypatch ``data.locate.fetch_url`` themselves)."""
     monkeypatch.delenv("RECLRA_DATA", raising=False)
     monkeypatch.delenv("RECLRA_NO_DOWNLOAD", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr(data, "SYSTEM_DATASET_DIR", tmp_path / "system")
+    monkeypatch.setattr(data.locate, "SYSTEM_DATASET_DIR", tmp_path / "system")
 
     def no_network(url: str, dest: object, *, timeout: float = 0.0) -> None:
         raise AssertionError(f"unexpected network access in tests: {url}")
 
-    monkeypatch.setattr(data, "fetch_url", no_network)
+    monkeypatch.setattr(data.locate, "fetch_url", no_network)
 
 
 @pytest.fixture

@@ -210,7 +210,7 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert source() == str(env)
     monkeypatch.delenv("RECLRA_DATA")
     assert source() == str(system)
-    monkeypatch.setattr(data, "SYSTEM_DATASET_DIR", tmp_path / "elsewhere")
+    monkeypatch.setattr(data.locate, "SYSTEM_DATASET_DIR", tmp_path / "elsewhere")
     assert source() == str(cache)
 
 
@@ -295,14 +295,14 @@ def _serve(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes]) -> list[str
         fetched.append(url)
         Path(dest).write_bytes(files[url.rsplit("/", 1)[1]])
 
-    monkeypatch.setattr(data, "fetch_url", fake_fetch)
+    monkeypatch.setattr(data.locate, "fetch_url", fake_fetch)
     return fetched
 
 
 def test_download_checksum_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = _upstream_files()
     checksums = {name: hashlib.md5(blob).hexdigest() for name, blob in files.items()}
-    monkeypatch.setitem(data._MD5, "mnist", checksums)
+    monkeypatch.setitem(data.locate._MD5, "mnist", checksums)
     fetched = _serve(monkeypatch, files)
     ds = load_dataset("mnist", val_size=5)
     cache = tmp_path / "xdg-cache" / "reclra" / "mnist"
@@ -331,7 +331,7 @@ def test_download_failure_is_not_found(tmp_path: Path, monkeypatch: pytest.Monke
         Path(dest).write_bytes(b"partial")
         raise TimeoutError("timed out")
 
-    monkeypatch.setattr(data, "fetch_url", failing_fetch)
+    monkeypatch.setattr(data.locate, "fetch_url", failing_fetch)
     with pytest.raises(DatasetNotFound, match="timed out") as excinfo:
         load_dataset("fashion-mnist")
     assert "fashion-mnist.s3-website" in str(excinfo.value)
@@ -423,7 +423,7 @@ def test_unknown_name_and_registry() -> None:
     with pytest.raises(DataError, match="cifar10, digits, fashion-mnist, imagefolder, mnist"):
         load_dataset("cifar-100")
     assert data.dataset_names() == ["cifar10", "digits", "fashion-mnist", "imagefolder", "mnist"]
-    assert set(data.DATASETS) == set(data.dataset_names())
+    assert set(data.DATASETS.names()) == set(data.dataset_names())
 
 
 def test_digits() -> None:

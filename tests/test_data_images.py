@@ -257,7 +257,7 @@ def test_cifar10_archive_is_extracted_once(tmp_path: Path, monkeypatch: pytest.M
     def no_extract(archive: object, dest: object) -> Path:
         raise AssertionError("extracted twice")
 
-    monkeypatch.setattr(data, "extract_cifar10_archive", no_extract)
+    monkeypatch.setattr(data.locate, "extract_cifar10_archive", no_extract)
     assert load_raw_cifar(tmp_path / "d").source == str(cache)
 
 
@@ -415,7 +415,7 @@ def test_cifar10_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         Path(dest).write_bytes(b"partial")
         raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(data, "fetch_url", failing_fetch)
+    monkeypatch.setattr(data.locate, "fetch_url", failing_fetch)
     with pytest.raises(DatasetNotFound, match="Network is unreachable") as excinfo:
         load_dataset("cifar10")
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in str(excinfo.value)
@@ -436,14 +436,15 @@ def test_cifar10_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         fetched.append(url)
         Path(dest).write_bytes(blob)
 
-    monkeypatch.setattr(data, "fetch_url", fake_fetch)
+    monkeypatch.setattr(data.locate, "fetch_url", fake_fetch)
     with pytest.raises(DataError, match="checksum") as excinfo:  # the real md5 cannot match
         load_dataset("cifar10", val_size=5, preprocess="none")
     assert not isinstance(excinfo.value, DatasetNotFound)
     cache = tmp_path / "xdg-cache" / "reclra" / "cifar10"
     assert list(cache.iterdir()) == []
-    assert data._MD5["cifar10"]["cifar-10-python.tar.gz"] == "c58f30108f718f92721af3b95e74349a"
-    monkeypatch.setitem(data._MD5, "cifar10", {"cifar-10-python.tar.gz": _md5(blob)})
+    upstream = data.locate._MD5["cifar10"]["cifar-10-python.tar.gz"]
+    assert upstream == "c58f30108f718f92721af3b95e74349a"
+    monkeypatch.setitem(data.locate._MD5, "cifar10", {"cifar-10-python.tar.gz": _md5(blob)})
     ds = load_dataset("cifar10", val_size=5, preprocess="none")
     assert ds.source == str(cache / "cifar-10-batches-py")
     assert fetched == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"] * 2
@@ -461,7 +462,7 @@ def test_val_size_none_is_dataset_default(
     assert data.DEFAULT_VAL_SIZE == 2000 and data.CIFAR10_VAL_SIZE == 5000
     with pytest.raises(ValueError, match="val_size=5000"):  # 5000 > the 120 fake images
         load_dataset("cifar10", data_dir=cifar_root, preprocess="none")
-    monkeypatch.setattr(data, "CIFAR10_VAL_SIZE", 30)
+    monkeypatch.setattr(data.loaders, "CIFAR10_VAL_SIZE", 30)
     ds = load_dataset("cifar10", data_dir=cifar_root, preprocess="none", val_size=None)
     assert len(ds.val) == 30 and len(ds.train) == N_TRAIN - 30
     explicit = load_raw_cifar(cifar_root, val_size=30)
@@ -478,8 +479,8 @@ def test_dataset_options_are_checked(cifar_root: Path) -> None:
     with pytest.raises(ValueError, match="preprocess must be one of 'gcn_zca', 'none'"):
         load_dataset("cifar10", data_dir=cifar_root, preprocess="zca")
     assert {"cifar10", "imagefolder"} <= set(data.dataset_names())
-    assert data._canonical_name("CIFAR_10") == "cifar10"
-    assert data._canonical_name("image-folder") == "imagefolder"
+    assert data.names._canonical_name("CIFAR_10") == "cifar10"
+    assert data.names._canonical_name("image-folder") == "imagefolder"
 
 
 # --------------------------------------------------------------------------------------------
