@@ -26,7 +26,8 @@ MODELS = {
     "resnet18": {"width": 4, "stages": (1, 1)},
 }
 LOCAL_RULES = {  # name → options that give levels of several layers where the rule has them
-    "rec-lra": {},
+    "rec-lra": {"fused": False},  # the layer-by-layer walk (the MLP's fused kernel is below)
+    "rec-lra-fused": {},
     "rec-lra-transpose": {"error_rule": "transpose", "clip": 0.5},
     "rec-lra-paper-chain": {"error_rule": "paper", "pathway": "chain"},
     "rec-lra-bp": {},

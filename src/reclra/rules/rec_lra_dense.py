@@ -137,7 +137,7 @@ class DenseSkipKernel:
         self, step: Step, level: Sequence[int], done: Mapping[int, LayerUpdate]
     ) -> list[LayerUpdate] | None:
         """Every hidden layer's update in batched kernels (``None`` for the root level)."""
-        if tuple(level) != self.hidden:
+        if sorted(level) != list(self.hidden):
             return None
         rule, net, trace = self.rule, self.rule.net, step.trace
         e_L = done[self.L].error  # (B, n_L)
@@ -166,14 +166,14 @@ class DenseSkipKernel:
         if rule.synapses.learnable:  # ΔE_{L→i} = γ mean cot_i e_Lᵀ, (k, n, n_L)
             cotangent = rule.gamma * rule.synapses.cotangent(D, Z)  # on d_i, (k, B, n)
             dE = _gemm(cotangent.transpose(1, 2), e_L.expand(k, *e_L.shape), 1.0 / B).unbind(0)
-        updates = []
+        updates = {}
         for k, i in enumerate(self.hidden):
             op = net.layer(i).op
             directions = [(op.weight, dW[k]), (op.bias, db[k])]
             if dE:
                 directions.append((rule.E[self.keys[k]], dE[k]))
-            updates.append(LayerUpdate(err[k], tuple(directions)))
-        return updates
+            updates[i] = LayerUpdate(err[k], tuple(directions))
+        return [updates[i] for i in level]
 
 
 def _gemm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
