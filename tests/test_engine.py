@@ -218,7 +218,7 @@ def test_walk_applies_in_level_order_and_stops_at_a_halt():
     assert calls == [3, 2, 1]  # level (0,) never runs: the walk halted at layer 1
     assert list(done) == [3, 2]  # the halted layer is not recorded
     assert torch.equal(p.grad, torch.full((2,), 5.0))
-    assert done[3].directions == ()  # directions are applied, not kept
+    assert done[3].directions[0][1] is p.grad  # the first direction became .grad, uncopied
 
 
 def test_lra_halting_criterion_skips_the_layers_below():

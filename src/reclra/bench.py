@@ -2,35 +2,127 @@
 
 Rules are timed in interleaved rounds (rule A, rule B, …, then again), so drifts of a noisy
 machine hit every rule alike; each round times ``steps`` full training steps (zero_grad,
-compute_grads, optimizer step) after warm-up. Reported: median and spread (min, max, IQR) of the
-per-step time over rounds, and each rule's ratio to the first rule's median.
+compute_grads, optimizer step) after warm-up. Reported per rule and batch size:
+
+- median and spread (min, max, IQR) of ms per step over rounds, examples/s, and the ratio of the
+  median to the first rule's (the reference, usually backprop);
+- the matmul arithmetic of one step (GEMM and convolution FLOPs counted by
+  :class:`torch.utils.flop_counter.FlopCounterMode` from the shapes the step really multiplies)
+  and its ratio to the first rule's — the *FLOP floor ratio*: the step-time ratio a rule would
+  have if time were arithmetic alone;
+- the fraction of this machine's matmul peak the step reaches (its FLOPs per second over the
+  GFLOP/s of one large square GEMM, measured by :func:`matmul_peak` in the same process);
+- the peak memory a step allocates above what is resident before it (CUDA: the allocator's peak;
+  CPU: the running sum, in time order, of each operator's own net allocation as the profiler
+  records it — temporaries freed inside one operator do not show).
+
+A rule is named with its options, ``name[:key=value,...]`` (``rec-lra:fused=false``,
+``rec-lra:executor=threads``), values read as YAML scalars.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
 
 from reclra.models import build_model
-from reclra.rules import build_rule
+from reclra.rules import Rule, build_rule
 
-__all__ = ["BenchResult", "benchmark_rules"]
+__all__ = [
+    "OPTIMIZERS",
+    "BenchResult",
+    "RuleSpec",
+    "benchmark_rules",
+    "matmul_peak",
+    "parse_rule_list",
+    "parse_rule_spec",
+    "step_flops",
+    "step_peak_bytes",
+]
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A rule to benchmark: its registry name, options, and the label it is reported under."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+
+
+def parse_rule_spec(text: str) -> RuleSpec:
+    """``"rec-lra:fused=false,executor=threads"`` → name and options (YAML scalar values)."""
+    name, _, rest = text.strip().partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"rule option {item!r} in {text!r} must look like key=value")
+        options[key.strip()] = yaml.safe_load(value)
+    if not name:
+        raise ValueError(f"no rule name in {text!r}")
+    return RuleSpec(name, options, text.strip())
+
+
+def parse_rule_list(text: str) -> list[RuleSpec]:
+    """Comma-separated rule specs; an item ``key=value`` (no ``:``) continues the options of the
+    rule before it: ``"backprop,rec-lra:fused=false,executor=threads"`` is two rules."""
+    items: list[str] = []
+    for token in filter(None, (t.strip() for t in text.split(","))):
+        if "=" in token and ":" not in token and items:
+            items[-1] += "," + token
+        else:
+            items.append(token)
+    return [parse_rule_spec(item) for item in items]
+
+
+def _adam(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def _adam_foreach(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def _sgd(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, fused=True)
+
+
+#: optimizers a benchmark can use; ``adam`` is torch's fused Adam (the fastest on CPU and CUDA)
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": _adam,
+    "adam-foreach": _adam_foreach,
+    "sgd": _sgd,
+}
 
 
 @dataclass
 class BenchResult:
-    """Per-step wall time of one rule, in milliseconds, over the timed rounds."""
+    """One rule at one batch size (times in milliseconds per training step)."""
 
     rule: str
+    batch_size: int
     median_ms: float
     min_ms: float
     max_ms: float
     iqr_ms: float
     ratio_to_first: float
+    examples_per_s: float
+    gflop_per_step: float
+    flop_ratio_to_first: float
+    peak_fraction: float
+    peak_mem_mib: float
     rounds: list[float]
 
     def as_dict(self) -> dict:
@@ -42,77 +134,146 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def matmul_peak(device: torch.device, *, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of the best of ``repeats`` ``size × size`` float32 GEMMs (after one warm-up)."""
+    a = torch.rand(size, size, device=device)
+    b = torch.rand(size, size, device=device)
+    out = torch.empty(size, size, device=device)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def step_flops(step: Callable[[], object]) -> int:
+    """Matmul and convolution FLOPs of one call of ``step`` (counted from the real shapes)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def step_peak_bytes(step: Callable[[], object], device: torch.device) -> int:
+    """Bytes a call of ``step`` allocates at its peak above what was resident before it."""
+    if device.type == "cuda":
+        _sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _sync(device)
+        return max(0, torch.cuda.max_memory_allocated(device) - before)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(  # each op's own net allocation (children excluded) and the frees after it
+        (e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
+    )
+    live = peak = 0
+    for _, delta in events:
+        live += delta
+        peak = max(peak, live)
+    return peak
+
+
 def benchmark_rules(
-    rules: Sequence[str],
+    rules: Sequence[str | RuleSpec],
     *,
     model: str = "mlp",
     model_options: dict | None = None,
-    rule_options: dict[str, dict] | None = None,
     input_shape: tuple[int, ...] = (1, 28, 28),
     num_classes: int = 10,
-    batch_size: int = 50,
+    batch_sizes: Sequence[int] = (50,),
     steps: int = 50,
     rounds: int = 7,
     warmup: int = 5,
+    optimizer: str = "adam",
     device: str | torch.device = "cpu",
     seed: int = 0,
+    peak_gflops: float | None = None,
 ) -> list[BenchResult]:
-    """Time training steps of each rule on random data of the given shape.
+    """Time training steps of each rule on random data of the given shape, per batch size.
 
-    Every rule trains its own copy of the same model (same seed) with Adam; the data are random
-    tensors on ``device`` (speed does not depend on their values).
+    Every rule trains its own copy of the same model (same seed) with the same optimizer; the
+    data are random tensors on ``device`` (speed does not depend on their values). Results are
+    grouped by batch size, rules in the order given; ratios are to the first rule.
+    ``peak_gflops`` skips measuring the machine's matmul peak.
     """
-    if not rules:
+    specs = [r if isinstance(r, RuleSpec) else parse_rule_spec(r) for r in rules]
+    if not specs:
         raise ValueError("give at least one rule to benchmark")
-    if steps < 1 or rounds < 1 or batch_size < 1 or warmup < 0:
-        raise ValueError("steps, rounds and batch_size must be >= 1 and warmup >= 0")
+    if len({s.label for s in specs}) != len(specs):
+        raise ValueError("a rule is listed twice")
+    if steps < 1 or rounds < 1 or warmup < 0 or not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError("steps, rounds and batch sizes must be >= 1 and warmup >= 0")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     device = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch_size, *input_shape, generator=gen).flatten(1).to(device)
-    y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device)
-    runners = {}
-    for name in rules:
+    peak = peak_gflops if peak_gflops is not None else matmul_peak(device)
+    runners: dict[str, tuple[Rule, torch.optim.Optimizer]] = {}
+    for spec in specs:
         torch.manual_seed(seed)
         net = build_model(
             model, input_shape=input_shape, num_classes=num_classes, **(model_options or {})
         )
-        rule = build_rule(name, net, **(rule_options or {}).get(name, {})).to(device)
-        opt = torch.optim.Adam(rule.parameters(), lr=1e-4)
-        runners[name] = (rule, opt)
-
-    def run(name: str, n: int) -> float:
-        rule, opt = runners[name]
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(n):
-            opt.zero_grad(set_to_none=True)
-            rule.compute_grads(x, y)
-            opt.step()
-        _sync(device)
-        return (time.perf_counter() - start) / n * 1e3
-
-    for name in rules:
-        if warmup:
-            run(name, warmup)
-    times: dict[str, list[float]] = {name: [] for name in rules}
-    for _ in range(rounds):
-        for name in rules:
-            times[name].append(run(name, steps))
-    first = statistics.median(times[rules[0]])
+        rule = build_rule(spec.name, net, **spec.options).to(device)
+        runners[spec.label] = (rule, OPTIMIZERS[optimizer](rule.parameters(), 1e-4, device))
     results = []
-    for name in rules:
-        t = sorted(times[name])
-        q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0], t[0], t[0]]
-        med = statistics.median(t)
-        results.append(
-            BenchResult(
-                rule=name,
-                median_ms=med,
-                min_ms=t[0],
-                max_ms=t[-1],
-                iqr_ms=q[2] - q[0],
-                ratio_to_first=med / first,
-                rounds=times[name],
+    for batch in batch_sizes:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand(batch, *input_shape, generator=gen).flatten(1).to(device)
+        y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
+
+        def run(label: str, n: int, x=x, y=y) -> float:
+            rule, opt = runners[label]
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(n):
+                opt.zero_grad(set_to_none=True)
+                rule.compute_grads(x, y)
+                opt.step()
+            _sync(device)
+            return (time.perf_counter() - start) / n * 1e3
+
+        for spec in specs:
+            if warmup:
+                run(spec.label, warmup)
+        times: dict[str, list[float]] = {s.label: [] for s in specs}
+        for _ in range(rounds):
+            for spec in specs:
+                times[spec.label].append(run(spec.label, steps))
+        flops, memory = {}, {}
+        for spec in specs:
+            rule, opt = runners[spec.label]
+            opt.zero_grad(set_to_none=True)
+            flops[spec.label] = step_flops(lambda rule=rule, x=x, y=y: rule.compute_grads(x, y))
+            opt.zero_grad(set_to_none=True)
+            memory[spec.label] = step_peak_bytes(lambda run=run, s=spec: run(s.label, 1), device)
+        first = specs[0].label
+        for spec in specs:
+            t = sorted(times[spec.label])
+            q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0], t[0], t[0]]
+            med = statistics.median(t)
+            gflop = flops[spec.label] / 1e9
+            results.append(
+                BenchResult(
+                    rule=spec.label,
+                    batch_size=batch,
+                    median_ms=med,
+                    min_ms=t[0],
+                    max_ms=t[-1],
+                    iqr_ms=q[2] - q[0],
+                    ratio_to_first=med / statistics.median(times[first]),
+                    examples_per_s=batch / med * 1e3,
+                    gflop_per_step=gflop,
+                    flop_ratio_to_first=flops[spec.label] / max(flops[first], 1),
+                    peak_fraction=gflop / (med / 1e3) / peak,
+                    peak_mem_mib=memory[spec.label] / 2**20,
+                    rounds=times[spec.label],
+                )
             )
-        )
     return results

@@ -22,7 +22,7 @@ import torch
 
 from reclra.activations import activation_names
 from reclra.analysis import plot_comparison
-from reclra.bench import benchmark_rules
+from reclra.bench import OPTIMIZERS, benchmark_rules, matmul_peak, parse_rule_list
 from reclra.config import (
     Config,
     ConfigError,
@@ -271,18 +271,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="time training steps of several rules side by side",
-        description="Time full training steps (zero_grad, compute_grads, Adam step) of several "
-        "rules on the same model and random data, in interleaved rounds; prints the median and "
-        "spread of ms/step and each rule's ratio to the first. Model options come from "
-        "--set model.KEY=VALUE.",
+        description="Time full training steps (zero_grad, compute_grads, optimizer step) of "
+        "several rules on the same model and random data, in interleaved rounds; prints per rule "
+        "and batch size the median and spread of ms/step, its ratio to the first rule, the ratio "
+        "of their matmul FLOPs (the floor), the fraction of this machine's measured matmul peak, "
+        "examples/s and the peak memory of a step. Model options come from --set model.KEY=VALUE.",
     )
     bench.add_argument(
-        "--rules", required=True, help="comma-separated rules, e.g. backprop,rec-lra"
+        "--rules",
+        required=True,
+        help="comma-separated rules, each with options if wanted: "
+        "backprop,rec-lra,rec-lra:fused=false,executor=threads (the first is the reference)",
     )
     bench.add_argument("--model", default="mlp", help="model name (default mlp)")
     bench.add_argument("--input-shape", default="1,28,28", help="shape of one example (1,28,28)")
     bench.add_argument("--classes", type=int, default=10, help="number of classes (10)")
-    bench.add_argument("--batch-size", type=int, default=50, help="mini-batch size (50)")
+    bench.add_argument(
+        "--batch-size", default="50", help="mini-batch size(s), comma-separated (50)"
+    )
+    bench.add_argument(
+        "--optimizer", default="adam", help=f"one of {', '.join(OPTIMIZERS)} (adam: fused Adam)"
+    )
     bench.add_argument("--steps", type=int, default=50, help="timed steps per round (50)")
     bench.add_argument("--rounds", type=int, default=7, help="interleaved rounds (7)")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -431,42 +440,53 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    rules = _parse_rules(args.rules)
+    try:
+        specs = parse_rule_list(args.rules)
+        batch_sizes = [int(b) for b in args.batch_size.split(",") if b.strip()]
+        shape = tuple(int(s) for s in args.input_shape.split(","))
+    except ValueError as exc:
+        raise ConfigError(
+            f"bench: {exc} (--rules a,b:key=value,… --batch-size 32,50 --input-shape 1,28,28)"
+        ) from None
+    for spec in specs:
+        RULES.get(spec.name)  # unknown names fail before anything is built
     cfg = Config(model={"name": args.model})
     for text in args.set:
         if parse_override(text)[0] != "model":
             raise ConfigError(f"bench: --set takes model options only, got {text!r}")
     cfg = apply_overrides(cfg, args.set)
-    try:
-        shape = tuple(int(s) for s in args.input_shape.split(","))
-    except ValueError:
-        raise ConfigError(
-            f"--input-shape must look like 1,28,28, got {args.input_shape!r}"
-        ) from None
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     options = {k: v for k, v in cfg.model.items() if k != "name"}
+    peak = matmul_peak(device)
     results = benchmark_rules(
-        rules, model=args.model, model_options=options, input_shape=shape,
-        num_classes=args.classes, batch_size=args.batch_size, steps=args.steps,
-        rounds=args.rounds, device=device,
+        specs, model=args.model, model_options=options, input_shape=shape,
+        num_classes=args.classes, batch_sizes=batch_sizes, steps=args.steps,
+        rounds=args.rounds, optimizer=args.optimizer, device=device, peak_gflops=peak,
     )  # fmt: skip
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"{args.model} {options or ''} · batch {args.batch_size} · {where} · "
-        f"{torch.get_num_threads()} threads · {args.rounds} rounds × {args.steps} steps"
+        f"{args.model} {options or ''} · {where} · {torch.get_num_threads()} threads · "
+        f"{args.optimizer} · {args.rounds} rounds × {args.steps} steps · "
+        f"matmul peak {peak:.1f} GFLOP/s"
     )
-    print(f"{'rule':<14}{'median ms/step':>16}{'IQR':>8}{'min':>8}{'max':>8}{'× first':>9}")
+    width = max(len(s.label) for s in specs) + 2
+    print(
+        f"{'rule':<{width}}{'batch':>6}{'ms/step':>10}{'IQR':>8}{'× first':>9}{'FLOP ×':>8}"
+        f"{'% peak':>8}{'ex/s':>10}{'MiB':>8}"
+    )
     for r in results:
         print(
-            f"{r.rule:<14}{r.median_ms:>16.3f}{r.iqr_ms:>8.3f}{r.min_ms:>8.3f}{r.max_ms:>8.3f}"
-            f"{r.ratio_to_first:>9.3f}"
+            f"{r.rule:<{width}}{r.batch_size:>6}{r.median_ms:>10.3f}{r.iqr_ms:>8.3f}"
+            f"{r.ratio_to_first:>9.3f}{r.flop_ratio_to_first:>8.3f}{100 * r.peak_fraction:>8.1f}"
+            f"{r.examples_per_s:>10.0f}{r.peak_mem_mib:>8.2f}"
         )
     if args.json:
         report = {
             "model": args.model, "model_options": options, "input_shape": list(shape),
-            "batch_size": args.batch_size, "device": where, "threads": torch.get_num_threads(),
+            "device": where, "threads": torch.get_num_threads(), "optimizer": args.optimizer,
+            "matmul_peak_gflops": peak, "torch": torch.__version__,
             "results": [r.as_dict() for r in results],
         }  # fmt: skip
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -80,8 +80,19 @@ class Layer(nn.Module):
 
     @property
     def is_dense(self) -> bool:
-        """A plain ``nn.Linear`` with a parameter-free shortcut: the GEMM fast paths apply."""
-        return isinstance(self.op, nn.Linear) and not any(True for _ in self.shortcut.parameters())
+        """A plain ``nn.Linear`` with a parameter-free shortcut: the GEMM fast paths apply.
+
+        Worked out once and again whenever ``op`` or ``shortcut`` is replaced (it is asked at
+        every step).
+        """
+        return self._dense
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name in ("op", "shortcut") and "shortcut" in self._modules:
+            op, shortcut = self._modules["op"], self._modules["shortcut"]
+            dense = isinstance(op, nn.Linear) and not any(True for _ in shortcut.parameters())
+            super().__setattr__("_dense", dense)
 
     def forward(self, z_in: Tensor, skip: Tensor | None = None) -> Tensor:
         """Pre-activation ``h = op(z_in) (+ shortcut(skip))``."""

@@ -59,7 +59,7 @@ class LayeredNet(nn.Module):
     the network returns the logits ``h_L``. Subclasses only build the layers (and name the blocks).
 
     Args:
-        layers: the layers, bottom to top.
+        layers: the layers, bottom to top (fixed once the network is built).
         input_shape: shape of one example (e.g. ``(1, 28, 28)``); inputs arrive flattened.
         blocks: residual blocks, for the ``blocks`` error pathway.
     """
@@ -75,6 +75,7 @@ class LayeredNet(nn.Module):
         if not layers:
             raise ValueError("a network needs at least one layer")
         self.layers = nn.ModuleList(layers)
+        self._by_index = (None, *layers)  # layer ℓ by index: asked many times per step
         self.input_shape = tuple(input_shape)
         self.blocks = tuple(blocks)
         for ell, layer in enumerate(self.layers, start=1):
@@ -97,8 +98,10 @@ class LayeredNet(nn.Module):
         return len(self.layers)
 
     def layer(self, ell: int) -> Layer:
-        """Layer ``ℓ`` (1-based, as in the papers)."""
-        return self.layers[ell - 1]
+        """Layer ``ℓ`` (1-based, as in the papers). The layers are fixed at construction."""
+        if not 1 <= ell < len(self._by_index):
+            raise IndexError(f"layer {ell} is outside 1..{self.num_layers}")
+        return self._by_index[ell]
 
     @property
     def stochastic(self) -> bool:

@@ -20,7 +20,6 @@ result does not depend on the executor.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -52,12 +51,15 @@ class LayerUpdate:
             each layer this one reads; LRA: the target of the layer below).
         halt: stop the walk after this level (LRA's halting criterion); such an update carries
             no directions and is not recorded.
+        norm: the batch mean of ``‖error‖`` where the work already has it (a fused kernel
+            computes a whole level's at once); else the rule computes it from ``error``.
     """
 
     error: Tensor | None
     directions: Directions = ()
     sends: Mapping[int, Tensor] = field(default_factory=dict)
     halt: bool = False
+    norm: Tensor | None = None
 
     @classmethod
     def halted(cls) -> LayerUpdate:
@@ -83,8 +85,8 @@ def walk(
 ) -> dict[int, LayerUpdate]:
     """Visit ``levels`` in order, run each level's work on ``executor``, apply the directions.
 
-    Returns the updates of every layer that was updated (directions dropped, errors and sends
-    kept), in walk order. The walk stops after a level in which a work halts.
+    Returns the update of every layer that was updated, in walk order (their directions are in
+    ``.grad`` by then). The walk stops after a level in which a work halts.
     ``device`` is where the step runs (a CUDA-streams executor needs it). ``level_work``, if
     given, may compute a whole level in one go (a rule's fused kernel); where it returns
     ``None`` the level's layers run one by one on the executor.
@@ -101,7 +103,7 @@ def walk(
             if update.halt:
                 halt = True
             else:
-                done[i] = dataclasses.replace(update, directions=())
+                done[i] = update
         if halt:
             break
     return done
@@ -115,6 +117,6 @@ def apply_directions(directions: Directions) -> None:
     """
     for p, g in directions:
         if p.grad is None:
-            p.grad = g.detach()
+            p.grad = g.detach() if g.requires_grad else g
         else:
             p.grad.add_(g)

@@ -187,5 +187,9 @@ class LocalRule(Rule):
                 device=x.device,
                 level_work=partial(self.level_work, step),
             )
-        norms = {i: error_norm(u.error) for i, u in updates.items() if u.error is not None}
+        norms = {
+            i: error_norm(u.error) if u.norm is None else u.norm
+            for i, u in updates.items()
+            if u.error is not None
+        }
         return StepStats(loss=loss, error_norms=norms, depth=self.depth(updates))

@@ -87,6 +87,7 @@ class DenseSkipKernel:
         if bufs is None:
             shape = (len(self.hidden), like.shape[0], self.width)  # (k, B, n)
             bufs = {name: like.new_empty(shape) for name in ("H", "Z", "D", "Y")}
+            bufs["H_k"], bufs["Z_k"] = bufs["H"].unbind(0), bufs["Z"].unbind(0)  # (B, n) views
             if len(self._buffers) >= 2:  # the full batch size and the last, smaller batch
                 self._buffers.pop(next(iter(self._buffers)))
             self._buffers[key] = bufs
@@ -112,26 +113,23 @@ class DenseSkipKernel:
         net = self.rule.net
         z = x.flatten(1)
         bufs = self._stacks(z)
-        H, Z = bufs["H"], bufs["Z"]
-        t = Trace(inp=[None], skip=[None], local=[None], h=[None], z=[None], out=[z])
+        H_k, Z_k = bufs["H_k"], bufs["Z_k"]
+        inp, hs = [None, z], [None]
         for k, i in enumerate(self.hidden):
             layer = net.layer(i)
-            op = layer.op
-            torch.addmm(op.bias, z, op.weight.t(), out=H[k])  # h_i = W_i z_{i−1} + b_i
-            f = layer.activation.f
+            op, f = layer.op, layer.activation.f
+            torch.addmm(op.bias, z, op.weight.t(), out=H_k[k])  # h_i = W_i z_{i−1} + b_i
             if f in _INTO:
-                _INTO[f](H[k], out=Z[k])
+                _INTO[f](H_k[k], out=Z_k[k])
             else:
-                Z[k].copy_(f(H[k]))
-            t.inp.append(z)
-            z = Z[k]
-            t.skip.append(None), t.local.append(None), t.h.append(H[k]), t.z.append(z)
-            t.out.append(z)
+                Z_k[k].copy_(f(H_k[k]))
+            z = Z_k[k]
+            inp.append(z), hs.append(H_k[k])
         out = net.layer(self.L)
-        h_L = out(z)
-        t.inp.append(z), t.skip.append(None), t.local.append(None), t.h.append(h_L)
-        t.z.append(out.activation.f(h_L)), t.out.append(t.z[-1])
-        return t
+        h_L = out(z)  # inp[ℓ] = z*_{ℓ−1}: the input, then every stacked z
+        zs = [None, *Z_k, out.activation.f(h_L)]
+        none = [None] * (self.L + 1)
+        return Trace(inp=inp, skip=none, local=none, h=[*hs, h_L], z=zs, out=[inp[1], *zs[1:]])
 
     def level_work(
         self, step: Step, level: Sequence[int], done: Mapping[int, LayerUpdate]
@@ -157,6 +155,7 @@ class DenseSkipKernel:
             for k, i in enumerate(self.hidden):
                 Y[k].copy_(net.layer(i).activation.f(Y[k]))
         err = torch.sub(Z, Y, out=Y)  # e_i = z_i − y_i, (k, B, n), in place of y
+        norms = torch.linalg.vector_norm(err, dim=2).mean(1).unbind(0)  # mean ‖e_i‖, (k,)
         x, k = trace.inp[1], len(self.hidden)
         dW = [_gemm(err[0].t(), x, 1.0 / B)]  # ΔW_1 = mean e_1 xᵀ, (n, D)
         if k > 1:  # ΔW_i = mean e_i z_{i−1}ᵀ: the inputs are the stacked z's, shifted by one
@@ -172,7 +171,7 @@ class DenseSkipKernel:
             directions = [(op.weight, dW[k]), (op.bias, db[k])]
             if dE:
                 directions.append((rule.E[self.keys[k]], dE[k]))
-            updates[i] = LayerUpdate(err[k], tuple(directions))
+            updates[i] = LayerUpdate(err[k], tuple(directions), norm=norms[k])
         return [updates[i] for i in level]
 
 
