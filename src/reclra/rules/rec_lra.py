@@ -24,7 +24,7 @@ from reclra.executors import Executor
 from reclra.functional import error_neurons, reproject, target
 from reclra.network import LayeredNet, Trace
 from reclra.pathway import Pathway, edge_key
-from reclra.rules.base import LocalRule, Step, SynapseDict
+from reclra.rules.base import LocalRule, Step, SynapseDict, error_norm
 from reclra.rules.rec_lra_dense import DenseSkipKernel
 from reclra.synapses import synapse_grad, synapse_shape, transmit
 from reclra.walk import Directions, LayerUpdate
@@ -100,6 +100,9 @@ class RecLRA(LocalRule):
             every displacement ``d_i`` (per example); ``None`` disables it.
         executor: how the work of one pathway level runs (``serial``, ``threads``, ``streams``
             or an :class:`~reclra.executors.Executor`).
+        epsilon: adaptive depth: a layer whose error neurons' batch-mean norm ``mean ‖e_i‖`` is
+            below ε is not updated this step (its weight and synapse GEMMs are not computed);
+            its error still feeds the layers it reaches. 0 (the default) updates every layer.
         fused: run the level below the root as batched kernels where that applies (a plain MLP
             of one hidden width on the ``skip`` pathway, no ``clip``: see
             :mod:`reclra.rules.rec_lra_dense`); the same maths as the layer-by-layer walk, to
@@ -121,6 +124,7 @@ class RecLRA(LocalRule):
         clip: float | None = None,
         e_kernel: int = 3,
         e_to_maps: Literal["channel", "dense"] = "channel",
+        epsilon: float = 0.0,
         executor: str | Executor = "serial",
         fused: bool = True,
     ) -> None:
@@ -133,6 +137,9 @@ class RecLRA(LocalRule):
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         if clip is not None and clip <= 0:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
+        if not epsilon >= 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        self.epsilon = epsilon
         L = net.num_layers
         if pathway is None:
             pathway = "blocks" if net.blocks else "skip"
@@ -188,9 +195,10 @@ class RecLRA(LocalRule):
     def layer_work(self, step: Step, i: int, done: Mapping[int, LayerUpdate]) -> LayerUpdate:
         """Target, error neurons and directions of layer ``i`` (its parents are in ``done``)."""
         if i == self.net.num_layers:
-            return LayerUpdate(
-                step.e_L, self._reprojected(self.layer_directions(step, i, step.e_L))
-            )
+            e_L = step.e_L
+            learns, norm = self._learns(e_L)
+            directions = self._reprojected(self.layer_directions(step, i, e_L)) if learns else ()
+            return LayerUpdate(e_L, directions, norm=norm)
         trace, layer, synapses = step.trace, self.net.layer(i), self.synapses
         d_parts = []  # (synapse, e_j, E_{j→i} e_j); conv synapses keep their graph for ΔE
         for j, key in self._inputs[i]:
@@ -201,6 +209,9 @@ class RecLRA(LocalRule):
         d_i = reproject(d_i, self.clip, per_row=True)
         y_i = target(layer.activation.f, trace.h[i], d_i, self.beta)
         e_i = error_neurons(trace.z[i], y_i)
+        learns, norm = self._learns(e_i)
+        if not learns:
+            return LayerUpdate(e_i, (), norm=norm)
         directions = list(self.layer_directions(step, i, e_i))
         if synapses.learnable:
             out_i = trace.out[i].flatten(1)  # z*_i, (B, n_i)
@@ -209,7 +220,15 @@ class RecLRA(LocalRule):
                 cotangent = self.gamma * synapses.cotangent(d_ji.detach(), out_i)
                 cotangent = cotangent.view(-1, *layer.out_shape)
                 directions.append((E, synapse_grad(E, e_j, cotangent, d=d_ji)))
-        return LayerUpdate(e_i, self._reprojected(directions))
+        return LayerUpdate(e_i, self._reprojected(directions), norm=norm)
+
+    def _learns(self, e_i: Tensor) -> tuple[bool, Tensor | None]:
+        """Whether a layer with error neurons ``e_i`` learns this step (adaptive depth: its
+        ``mean ‖e_i‖`` reaches ε), and that norm where it was computed."""
+        if self.epsilon == 0:
+            return True, None
+        norm = error_norm(e_i)
+        return float(norm) >= self.epsilon, norm
 
     def _reprojected(self, directions: Sequence[tuple[Tensor, Tensor]]) -> Directions:
         """Every direction re-projected to the bound ``clip`` (Frobenius norm), if set."""

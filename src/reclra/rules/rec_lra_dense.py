@@ -155,23 +155,41 @@ class DenseSkipKernel:
             for k, i in enumerate(self.hidden):
                 Y[k].copy_(net.layer(i).activation.f(Y[k]))
         err = torch.sub(Z, Y, out=Y)  # e_i = z_i − y_i, (k, B, n), in place of y
-        norms = torch.linalg.vector_norm(err, dim=2).mean(1).unbind(0)  # mean ‖e_i‖, (k,)
+        norm = torch.linalg.vector_norm(err, dim=2).mean(1)  # mean ‖e_i‖, (k,)
         x, k = trace.inp[1], len(self.hidden)
-        dW = [_gemm(err[0].t(), x, 1.0 / B)]  # ΔW_1 = mean e_1 xᵀ, (n, D)
-        if k > 1:  # ΔW_i = mean e_i z_{i−1}ᵀ: the inputs are the stacked z's, shifted by one
-            dW += _gemm(err[1:].transpose(1, 2), Z[:-1], 1.0 / B).unbind(0)  # (k−1, n, n)
-        db = (err.sum(1) / B).unbind(0)  # (k, n)
-        dE: Sequence[Tensor] = ()
-        if rule.synapses.learnable:  # ΔE_{L→i} = γ mean cot_i e_Lᵀ, (k, n, n_L)
+        if rule.epsilon > 0:  # adaptive depth: only the layers whose error reaches ε learn
+            active = [j for j, v in enumerate(norm.tolist()) if v >= rule.epsilon]
+        else:
+            active = list(range(k))
+        cotangent = None
+        if rule.synapses.learnable:
             cotangent = rule.gamma * rule.synapses.cotangent(D, Z)  # on d_i, (k, B, n)
-            dE = _gemm(cotangent.transpose(1, 2), e_L.expand(k, *e_L.shape), 1.0 / B).unbind(0)
+        if len(active) == k:  # every layer at once: ΔW_i = mean e_i z_{i−1}ᵀ (inputs: Z shifted)
+            dW = [_gemm(err[0].t(), x, 1.0 / B)]  # (n, D)
+            if k > 1:
+                dW += _gemm(err[1:].transpose(1, 2), Z[:-1], 1.0 / B).unbind(0)  # (k−1, n, n)
+            db = (err.sum(1) / B).unbind(0)  # (k, n)
+            if cotangent is not None:  # ΔE_{L→i} = γ mean cot_i e_Lᵀ, (k, n, n_L)
+                dE = _gemm(cotangent.transpose(1, 2), e_L.expand(k, *e_L.shape), 1.0 / B)
+                dE = dE.unbind(0)
+        else:  # the active layers one by one; the others' GEMMs are not done at all
+            dW, db, dE = {}, {}, {}
+            for j in active:
+                dW[j] = _gemm(err[j].t(), x if j == 0 else Z[j - 1], 1.0 / B)
+                db[j] = err[j].sum(0) / B
+                if cotangent is not None:
+                    dE[j] = _gemm(cotangent[j].t(), e_L, 1.0 / B)
         updates = {}
-        for k, i in enumerate(self.hidden):
-            op = net.layer(i).op
-            directions = [(op.weight, dW[k]), (op.bias, db[k])]
-            if dE:
-                directions.append((rule.E[self.keys[k]], dE[k]))
-            updates[i] = LayerUpdate(err[k], tuple(directions), norm=norms[k])
+        norms = norm.unbind(0)
+        for j in range(k):
+            i = self.hidden[j]
+            directions = ()
+            if j in active:
+                op = net.layer(i).op
+                directions = ((op.weight, dW[j]), (op.bias, db[j]))
+                if cotangent is not None:
+                    directions += ((rule.E[self.keys[j]], dE[j]),)
+            updates[i] = LayerUpdate(err[j], directions, norm=norms[j])
         return [updates[i] for i in level]
 
 
