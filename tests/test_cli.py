@@ -121,7 +121,8 @@ def test_precedence_defaults_file_flags_set(capsys, tmp_path: Path, tiny_yaml: P
     assert cfg.optim.lr == 0.02
     assert cfg.train.seed == 4  # from the file
     assert cfg.optim.name == "adam"  # default
-    assert cfg.rule == {"name": "dfa"}
+    assert cfg.rule["name"] == "dfa"
+    assert cfg.rule == {"name": "dfa", **{k: v for k, v in RULES.options("dfa").items() if k != "net"}}
     assert epochs_of(run) == [1]
 
 
