@@ -61,6 +61,7 @@ from reclra.config import (
 )
 from reclra.data import Dataset, Split, iterate_minibatches, load_dataset
 from reclra.models import MODELS, LayeredNet, build_model
+from reclra.pathway import Pathway
 from reclra.provenance import data_files, environment
 from reclra.registry import Registry
 from reclra.rules import RULES, Rule, build_rule
@@ -81,6 +82,7 @@ __all__ = [
     "RunError",
     "Trainer",
     "TrainingInterrupted",
+    "config_changes",
     "count_parameters",
     "default_run_dir",
     "evaluate",
@@ -551,8 +553,9 @@ def _flatten(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {f"{section}.{k}": v for section, values in cfg_dict.items() for k, v in values.items()}
 
 
-def _changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """``{"section.key": [checkpoint value, current value]}`` for every key that differs."""
+def config_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``{"section.key": [stored value, current value]}`` for every key of two plain config
+    dicts (:meth:`Config.to_dict`) that differs."""
     old, new = _flatten(stored), _flatten(current)
     return {
         k: [old.get(k), new.get(k)]
@@ -635,7 +638,7 @@ class Trainer:
             raise RunError(f"nothing to resume: {ckpt_path} does not exist")
         ckpt = read_checkpoint(ckpt_path)
         stored = resolve_config(Config.from_dict(ckpt["config"])).to_dict()
-        changes = _changes(stored, self.cfg.to_dict())
+        changes = config_changes(stored, self.cfg.to_dict())
         refused = [
             f"{k}: checkpoint {old!r}, now {new!r}"
             for k, (old, new) in changes.items()
@@ -698,7 +701,10 @@ class Trainer:
             }
         )
         ds = self.dataset
+        pathway = getattr(self.rule, "pathway", None)
         record = {
+            # the error pathway the rule built (``rule.pathway: null`` picks a preset by model)
+            "pathway": [list(e) for e in pathway.edges] if isinstance(pathway, Pathway) else None,
             "data": {
                 "name": ds.name,
                 "source": ds.source,
