@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(--seeds), each in OUT/VARIANT/sSEED/, on the same model and data, and write one table "
         "(median, mean ± std, min–max of the final test error per variant) as OUT/sweep.md and "
         "OUT/sweep.csv, with OUT/sweep.json and a learning-curve plot with seed bands "
-        "(OUT/sweep.png). A variant that sets no rule.name is crossed with every rule of --rules. "
+        "(OUT/sweep.png). A variant that sets no rule.name is crossed with every rule of --rules; "
+        "--set rule.KEY=VALUE applies to every run's rule. "
         "Running the same command again resumes: finished runs are kept and skipped, "
         "interrupted ones continue from their checkpoint. A sweep file (YAML: config, rules, "
         "variants, seeds, jobs) may hold all of it; flags override it. If the dataset cannot be "
@@ -438,12 +439,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     for name in rules:
         RULES.get(name)  # unknown names fail before anything is trained
     variants = [parse_variant(v) for v in args.variant] or spec.variants
-    cfg = _resolve_config(args, base=spec.config)
-    cfg = _available(cfg)
+    rule_options = []
+    for text in list(args.set):
+        section, key, value = parse_override(text)
+        if section == "rule" and key != "name":  # for every run's rule, not the base's only
+            rule_options.append((key, value))
+            args.set.remove(text)
+    cfg = _available(_resolve_config(args, base=spec.config))
     seeds = parse_seeds(args.seeds) if args.seeds else spec.seeds
     jobs = args.jobs or spec.jobs or 1
     out = args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    cells = build_grid(cfg, out, rules=rules, variants=variants, seeds=seeds)
+    cells = build_grid(
+        cfg, out, rules=rules, variants=variants, seeds=seeds, rule_options=rule_options
+    )
     names = list(dict.fromkeys(c.variant for c in cells))
     print(
         f"sweep: {len(names)} variant(s) × {len(cells) // len(names)} seed(s) = {len(cells)} "

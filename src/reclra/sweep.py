@@ -8,6 +8,8 @@ A *variant* is a name and a list of ``section.key=value`` overrides of the base 
 - a named variant that sets ``rule.name`` is one variant; one that does not is crossed with every
   rule of ``rules`` (named ``RULE-NAME`` when there are several; with none, it applies to the
   base config's rule);
+- ``rule_options`` (``--set rule.KEY=VALUE``) apply to every run's rule, after its variant names
+  the rule and before the variant's own overrides;
 - every variant runs once per seed (``train.seed``, which also draws the validation split), in
   ``OUT/VARIANT/sSEED/``.
 
@@ -50,6 +52,8 @@ from reclra.config import (
     parse_override,
     parse_yaml,
 )
+from reclra.models import MODELS
+from reclra.rules import RULES
 from reclra.train import (
     CHECKPOINT,
     METRICS,
@@ -191,6 +195,15 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
     return spec
 
 
+def _check_options(cfg: Config) -> None:
+    """Refuse, before anything is trained, a model or rule option its builder does not take."""
+    for section, registry in (("model", MODELS), ("rule", RULES)):
+        name = getattr(cfg, section)["name"]
+        unknown = sorted(set(cfg.options(section)) - set(registry.options(name)))
+        if unknown:
+            raise ConfigError(f"{section} {name!r} takes no option {', '.join(unknown)}")
+
+
 def _apply(cfg: Config, overrides: Sequence[Override]) -> Config:
     """``cfg`` with the overrides set, names (``model.name``, ``rule.name``) first."""
     ordered = sorted(overrides, key=lambda o: o[1] != "name")
@@ -206,12 +219,14 @@ def build_grid(
     rules: Sequence[str] = (),
     variants: Sequence[Variant] = (),
     seeds: Sequence[int] = (),
+    rule_options: Sequence[tuple[str, Any]] = (),
 ) -> list[Cell]:
     """The runs of the grid, variant-major (see the module docstring); ``seeds`` default to the
     base config's ``train.seed``.
 
     Raises:
         ConfigError: no variant, two variants with one name, or a bad override.
+        ValueError: an unknown rule or model, or an option a run's rule or model does not take.
     """
     named: list[Variant] = [Variant(r, [("rule", "name", r)]) for r in rules]
     for v in variants:
@@ -230,9 +245,13 @@ def build_grid(
     seeds = list(seeds) or [base.train.seed]
     cells = []
     for v in named:
+        names = [o for o in v.overrides if o[1] == "name"]
+        common = [("rule", k, value) for k, value in rule_options]
+        rest = [o for o in v.overrides if o[1] != "name"]
         try:
-            cfg = _apply(base, v.overrides)
-        except ConfigError as exc:
+            cfg = _apply(_apply(base, names), [*common, *rest])
+            _check_options(cfg)
+        except ValueError as exc:
             raise ConfigError(f"variant {v.name}: {exc}") from None
         for seed in seeds:
             run_cfg = merge_config(cfg, {"train": {"seed": seed}})
