@@ -92,7 +92,10 @@ def test_train(capsys, tmp_path: Path, tiny_yaml: Path) -> None:
     )
     assert code == 0, err
     lines = out.splitlines()
-    assert [line.split()[1] for line in lines[:3]] == ["1/3", "2/3", "3/3"]
+    # first, what is being run (never a silent start), then one line per epoch
+    assert lines[0].startswith("training backprop on mlp · fashion-mnist, 3 epochs, adam lr 0.01")
+    assert f"→ {run} (full config: {run / CONFIG})" in lines[0]
+    assert [line.split()[1] for line in lines[1:4]] == ["1/3", "2/3", "3/3"]
     assert "test macro precision" in out
     summary = json.loads((run / SUMMARY).read_text())
     assert f"test {summary['final']['test_error']:.2f}%" in out
@@ -121,7 +124,9 @@ def test_precedence_defaults_file_flags_set(capsys, tmp_path: Path, tiny_yaml: P
     assert cfg.optim.lr == 0.02
     assert cfg.train.seed == 4  # from the file
     assert cfg.optim.name == "adam"  # default
-    assert cfg.rule == {"name": "dfa"}
+    assert cfg.rule["name"] == "dfa"
+    defaults = {k: v for k, v in RULES.options("dfa").items() if k != "net"}
+    assert cfg.rule == {"name": "dfa", **defaults}  # resolved: every option written out
     assert epochs_of(run) == [1]
 
 
@@ -144,7 +149,8 @@ def test_resume_uses_the_runs_config(capsys, tmp_path: Path, tiny_yaml: Path) ->
         capsys, "train", "--resume", "--out", run, "--epochs", "2", "--no-progress"
     )
     assert code == 0, err
-    assert out.splitlines()[0].startswith("epoch 2/2")
+    assert out.splitlines()[0].startswith("resuming dfa on mlp")
+    assert out.splitlines()[1].startswith("epoch 2/2")
     assert epochs_of(run) == [1, 2]
 
 
@@ -177,7 +183,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(
         capsys, "train", "--config", tiny_yaml, "--rule", "backprop", "--out", run, "--no-progress"
     )
     assert code == 130
-    assert out.startswith("epoch 1/3") and "epoch 2/3" not in out
+    assert out.splitlines()[1].startswith("epoch 1/3") and "epoch 2/3" not in out
     assert "Traceback" not in err
     assert f"reclra train --resume --out {run}" in err
     assert torch.load(run / CHECKPOINT, weights_only=True)["epoch"] == 1
@@ -213,7 +219,7 @@ def test_eval(capsys, tmp_path: Path, tiny_yaml: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# compare
+# compare (an alias of sweep; more sweep tests in test_sweep.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -225,29 +231,31 @@ def test_compare_on_digits(capsys, tmp_path: Path) -> None:
     code, out, err = run_main(
         capsys,
         "compare", "--rules", "rec-lra,backprop", "--dataset", "digits", "--lr", "0.01",
-        "--out", out_dir, "--no-progress", *COMPARE_FAST,
+        "--epochs", "1", "--out", out_dir, "--no-progress", *COMPARE_FAST,
     )  # fmt: skip
     assert code == 0, err
-    header = next(line for line in out.splitlines() if line.startswith("rule"))
-    assert "test err %" in header and "s/epoch" in header and "params" in header
+    header = next(line for line in out.splitlines() if line.startswith("| variant"))
+    assert "test error % per seed" in header and "s/epoch" in header and "parameters" in header
     table = out[out.index(header) :]
-    assert "rec-lra" in table and "backprop" in table
-    report = json.loads((out_dir / "comparison.json").read_text())
-    assert report["dataset"] == "digits" and not report["fell_back"]
-    assert [r["rule"] for r in report["runs"]] == ["rec-lra", "backprop"]
-    for row in report["runs"]:
-        assert len(row["metrics"]) == 1  # --epochs defaults to 1
-        assert row["test_error"] == row["metrics"][-1]["test_error"]
-        summary = json.loads((out_dir / row["rule"] / SUMMARY).read_text())
-        assert summary["rule"] == row["rule"]
+    assert "| rec-lra |" in table and "| backprop |" in table
+    report = json.loads((out_dir / "sweep.json").read_text())
+    assert [r["variant"] for r in report["rows"]] == ["rec-lra", "backprop"]
+    for row in report["rows"]:
+        summary = json.loads((out_dir / row["variant"] / "s0" / SUMMARY).read_text())
+        assert summary["rule"] == row["rule"] == row["variant"]
+        assert summary["epochs"] == 1
+        assert row["test_errors"] == [summary["final"]["test_error"]]
         assert summary["dataset"]["sizes"]["train"] == 300
-    # the same model, data and seed: identical initial weights for both rules
-    a = torch.load(out_dir / "rec-lra" / CHECKPOINT, weights_only=True)["config"]
-    b = torch.load(out_dir / "backprop" / CHECKPOINT, weights_only=True)["config"]
+    # fixed feedback entries are shown (summary.json counts them)
+    fixed = json.loads((out_dir / "rec-lra" / "s0" / SUMMARY).read_text())["parameters"]
+    assert fixed["fixed_feedback"] > 0 and f"+ {fixed['fixed_feedback']:,} fixed" in table
+    # the same model, data and seed: identical configs but for the rule
+    a = torch.load(out_dir / "rec-lra" / "s0" / CHECKPOINT, weights_only=True)["config"]
+    b = torch.load(out_dir / "backprop" / "s0" / CHECKPOINT, weights_only=True)["config"]
     assert {k: v for k, v in a.items() if k != "rule"} == {
         k: v for k, v in b.items() if k != "rule"
     }
-    assert (out_dir / "comparison.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out_dir / "sweep.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_compare_falls_back_to_digits(capsys, tmp_path: Path, monkeypatch) -> None:
@@ -264,18 +272,33 @@ def test_compare_falls_back_to_digits(capsys, tmp_path: Path, monkeypatch) -> No
     note = [line for line in err.splitlines() if "falling back" in line]
     assert len(note) == 1
     assert "'fashion-mnist'" in note[0] and "digits, 30 epochs" in note[0]
-    report = json.loads((out_dir / "comparison.json").read_text())
-    assert report["fell_back"] and report["dataset"] == "digits"
-    assert report["config"]["train"]["epochs"] == 30  # the tiny fallback set trains longer
-    assert report["requested_dataset"] == "fashion-mnist"
-    assert json.loads((out_dir / "dfa" / SUMMARY).read_text())["dataset"]["name"] == "digits"
+    summary = json.loads((out_dir / "dfa" / "s0" / SUMMARY).read_text())
+    assert summary["dataset"]["name"] == "digits"
+    assert summary["config"]["train"]["epochs"] == 30  # the tiny fallback set trains longer
 
 
-def test_compare_rejects_rule_overrides(capsys, tmp_path: Path) -> None:
+def test_compare_applies_rule_overrides_and_the_config_files_rule(capsys, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("rule: {name: rec-lra, e_init_std: 0.2, beta: 0.2}\n")
     code, _, err = run_main(
-        capsys, "compare", "--rules", "rec-lra", "--set", "rule.beta=0.2", "--out", tmp_path
-    )
-    assert_one_error_line(code, err, "every rule uses its default options")
+        capsys, "compare", "--rules", "rec-lra,fa", "--config", config,
+        "--set", "rule.executor=threads", "--dataset", "digits", "--epochs", "1",
+        "--out", tmp_path / "cmp", "--no-progress", *COMPARE_FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    rec = load_config(tmp_path / "cmp" / "rec-lra" / "s0" / CONFIG).rule
+    assert (rec["beta"], rec["e_init_std"], rec["executor"]) == (0.2, 0.2, "threads")
+    fa = load_config(tmp_path / "cmp" / "fa" / "s0" / CONFIG).rule
+    assert fa["executor"] == "threads" and "beta" not in fa
+
+
+def test_compare_refuses_an_option_a_rule_does_not_take(capsys, tmp_path: Path) -> None:
+    code, _, err = run_main(
+        capsys, "compare", "--rules", "backprop,rec-lra", "--set", "rule.beta=0.2",
+        "--dataset", "digits", "--out", tmp_path / "cmp",
+    )  # fmt: skip
+    assert_one_error_line(code, err, "variant backprop: rule 'backprop' takes no option beta")
+    assert not (tmp_path / "cmp").exists()
 
 
 def test_compare_rejects_unknown_rules_before_training(capsys, tmp_path: Path) -> None:
@@ -284,6 +307,22 @@ def test_compare_rejects_unknown_rules_before_training(capsys, tmp_path: Path) -
     )
     assert_one_error_line(code, err, "unknown rule 'nope'")
     assert not (tmp_path / "backprop").exists()
+
+
+def test_version(capsys) -> None:
+    code, out, _ = run_main(capsys, "--version")
+    assert code == 0
+    assert out.startswith("reclra 0.1.0") and "torch" in out
+
+
+def test_help_shows_the_defaults(capsys) -> None:
+    code, out, _ = run_main(capsys, "train", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "(default: 10; train.epochs)" in text
+    assert "(default: 0.0002; optim.lr)" in text
+    assert "(default: rec-lra; rule.name)" in text
+    assert "(default: constant; schedule.name)" in text
 
 
 # --------------------------------------------------------------------------------------------

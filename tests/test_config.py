@@ -51,7 +51,7 @@ def test_default_sections_are_not_shared() -> None:
 def test_to_dict_from_dict_round_trip() -> None:
     cfg = apply_overrides(Config(), ["model.hidden=[32, 16]", "optim.betas=[0.8, 0.9]"])
     d = cfg.to_dict()
-    assert list(d) == ["model", "rule", "optim", "data", "train"]
+    assert list(d) == ["model", "rule", "optim", "schedule", "data", "train"]
     assert d["optim"]["betas"] == [0.8, 0.9]  # plain list, not a tuple
     again = Config.from_dict(d)
     assert again == cfg
@@ -229,7 +229,13 @@ def test_unknown_key_lists_the_known_ones(text: str, known: str) -> None:
         ("optim.lr=fast", r"optim.lr must be a number"),
         ("optim.lr=.nan", r"optim.lr must be a finite number"),
         ("optim.weight_decay=-0.1", r"optim.weight_decay must be >= 0"),
-        ("optim.name=rmsprop", r"optim.name must be one of adam, sgd"),
+        ("optim.name=lamb", r"optim.name must be one of adam, adamw, sgd, rmsprop"),
+        ("optim.alpha=1", r"optim.alpha must be below 1.0"),
+        ("schedule.name=linear", r"schedule.name must be one of constant, step, cosine, poly"),
+        ("schedule.per=batch", r"schedule.per must be one of epoch, step"),
+        ("schedule.warmup=-1", r"schedule.warmup must be an integer >= 0"),
+        ("schedule.min_lr=1", r"schedule.min_lr=1.0 is above optim.lr=0.0002"),
+        ("train.patience=0", r"train.patience must be an integer >= 1 \(or null\)"),
         ("optim.betas=[0.9]", r"optim.betas must be a list of two numbers"),
         ("optim.betas=[0.9, 1.0]", r"optim.betas must be a list of two numbers"),
         ("train.device=gpu", r"train.device must be auto, cpu, cuda or cuda:N"),

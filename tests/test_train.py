@@ -18,10 +18,12 @@ from reclra.data import Split, load_dataset
 from reclra.models import build_model
 from reclra.rules import RULES, Backprop, build_rule
 from reclra.train import (
+    BEST,
     CHECKPOINT,
     CONFIG,
     CURVE,
     METRICS,
+    RUN,
     SUMMARY,
     CheckpointError,
     RunError,
@@ -33,6 +35,7 @@ from reclra.train import (
     fit,
     load_checkpoint,
     read_checkpoint,
+    resolve_config,
 )
 
 pytestmark = pytest.mark.usefixtures("isolated_data", "one_thread")
@@ -56,7 +59,8 @@ def read_metrics(run: Path) -> list[dict]:
 
 
 def without_seconds(metrics: list[dict]) -> list[dict]:
-    return [{k: v for k, v in m.items() if k != "seconds"} for m in metrics]
+    """The records without their wall-clock seconds and resume notes (not results)."""
+    return [{k: v for k, v in m.items() if k not in ("seconds", "resumed")} for m in metrics]
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -115,7 +119,7 @@ def runtime_settings() -> tuple[int, bool]:
 
 def test_run_writes_every_output(finished_run: tuple) -> None:
     _, run, *_ = finished_run
-    for name in (CONFIG, METRICS, SUMMARY, CHECKPOINT, CURVE):
+    for name in (CONFIG, METRICS, SUMMARY, CHECKPOINT, BEST, RUN, CURVE):
         assert (run / name).is_file(), name
     assert (run / CURVE).read_bytes()[:8] == PNG_MAGIC
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
@@ -125,7 +129,12 @@ def test_config_yaml_is_the_resolved_config(finished_run: tuple) -> None:
     from reclra.config import load_config
 
     cfg, run, *_ = finished_run
-    assert load_config(run / CONFIG) == cfg
+    saved = load_config(run / CONFIG)
+    assert saved == resolve_config(cfg)
+    # every option of the model and the rule is written out, defaults filled in
+    assert {"hidden", "activation", "init", "init_std"} <= saved.model.keys()
+    assert {"pathway", "beta", "gamma", "error_rule", "e_init_std", "executor"} <= saved.rule.keys()
+    assert saved.rule["pathway"] == "chain" and saved.rule["beta"] == 0.1
 
 
 def test_metrics_has_one_line_per_epoch(finished_run: tuple) -> None:
@@ -203,7 +212,7 @@ def test_checkpoint_loads_with_weights_only(finished_run: tuple) -> None:
     cfg, run, _, records, _ = finished_run
     ckpt = torch.load(run / CHECKPOINT, weights_only=True)
     assert ckpt["epoch"] == 3
-    assert ckpt["config"] == cfg.to_dict()
+    assert ckpt["config"] == resolve_config(cfg).to_dict()
     assert ckpt["metrics"] == records
     assert ckpt["data_info"]["input_shape"] == [1, 28, 28]
     assert set(ckpt["rng"]) == {"torch", "cuda", "numpy", "python"}
@@ -214,7 +223,7 @@ def test_checkpoint_loads_with_weights_only(finished_run: tuple) -> None:
 def test_load_checkpoint_rebuilds_the_trained_rule(finished_run: tuple, tiny_idx_dir) -> None:
     cfg, run, summary, *_ = finished_run
     loaded_cfg, rule = load_checkpoint(run / CHECKPOINT)
-    assert loaded_cfg == cfg
+    assert loaded_cfg == resolve_config(cfg)
     assert type(rule).__name__ == "RecLRA"
     assert not rule.training
     ds = load_dataset("fashion-mnist", data_dir=tiny_idx_dir, val_size=50)
@@ -308,6 +317,9 @@ def test_resume_reproduces_an_uninterrupted_run(
     assert without_seconds(read_metrics(tmp_path / "resumed")) == without_seconds(
         read_metrics(tmp_path / "straight")
     )
+    # the resume's first epoch says what the resume changed
+    notes = [m.get("resumed") for m in read_metrics(tmp_path / "resumed")]
+    assert notes == [None, {"changed": {"train.epochs": [1, 3]}}, None]
     a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
     b = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
     assert_same_state(a["rule"], b["rule"])
@@ -347,9 +359,10 @@ def test_checkpoint_every(tmp_path: Path, tiny_config: Config, monkeypatch) -> N
     saved: list[int] = []
     original = Trainer._save_checkpoint
 
-    def spy(self, epoch):
-        saved.append(epoch)
-        original(self, epoch)
+    def spy(self, epoch, name=CHECKPOINT):
+        if name == CHECKPOINT:
+            saved.append(epoch)
+        original(self, epoch, name)
 
     monkeypatch.setattr(Trainer, "_save_checkpoint", spy)
     fit(cfg, tmp_path / "run", progress=False)

@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ERROR_CURVES", "classification_report", "plot_comparison", "plot_learning_curves"]
+__all__ = [
+    "ERROR_CURVES",
+    "classification_report",
+    "plot_bands",
+    "plot_comparison",
+    "plot_learning_curves",
+]
 
 #: The per-epoch metrics drawn by :func:`plot_learning_curves`, with their legend labels.
 ERROR_CURVES = {"train_error": "train", "val_error": "validation", "test_error": "test"}
@@ -126,5 +132,38 @@ def _draw(
         epochs, values = _curve(metrics, key)
         if epochs:
             ax.plot(epochs, values, marker="o", markersize=3, label=label)
+    ax.legend()
+    fig.savefig(path, format="png", dpi=120)
+
+
+def plot_bands(
+    runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+    path: str | os.PathLike[str],
+    *,
+    key: str = "test_error",
+    title: str | None = None,
+) -> None:
+    """Draw, per group of runs (e.g. a variant over seeds), the mean of ``key`` against epoch
+    and a band from its min to its max over the runs, into the PNG ``path``.
+
+    Args:
+        runs: by group name, the per-epoch metrics of each run of the group. At an epoch, the
+            band covers the runs that reached it (runs stopped early end sooner).
+    """
+    fig, ax = _new_axes(title or key.replace("_", " "))
+    for label, group in runs.items():
+        by_epoch: dict[int, list[float]] = {}
+        for metrics in group:
+            for epoch, value in zip(*_curve(metrics, key), strict=True):
+                by_epoch.setdefault(epoch, []).append(value)
+        epochs = sorted(by_epoch)
+        if not epochs:
+            continue
+        values = [np.asarray(by_epoch[e]) for e in epochs]
+        (line,) = ax.plot(epochs, [v.mean() for v in values], marker="o", markersize=3, label=label)
+        ax.fill_between(
+            epochs, [v.min() for v in values], [v.max() for v in values],
+            color=line.get_color(), alpha=0.2, linewidth=0,
+        )  # fmt: skip
     ax.legend()
     fig.savefig(path, format="png", dpi=120)

@@ -1,4 +1,5 @@
-"""The ``reclra`` command line: ``train``, ``eval``, ``list``, ``compare`` and ``bench``.
+"""The ``reclra`` command line: ``train``, ``eval``, ``list``, ``sweep`` (alias ``compare``)
+and ``bench``.
 
 Configs are layered as defaults < ``--config FILE.yaml`` < explicit flags (``--rule``,
 ``--epochs``, …) < ``--set section.key=value`` (repeatable). Bad input (unknown names, malformed
@@ -9,7 +10,6 @@ overrides, missing or corrupt files, shapes that do not fit) is reported as one 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 import json
 import sys
@@ -19,25 +19,42 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
+import reclra
 from reclra.activations import activation_names
-from reclra.analysis import plot_comparison
 from reclra.bench import OPTIMIZERS, benchmark_rules, matmul_peak, parse_rule_list
 from reclra.config import (
     Config,
     ConfigError,
     apply_overrides,
+    describe,
     load_config,
     merge_config,
     parse_override,
 )
-from reclra.data import DatasetNotFound, dataset_names
+from reclra.data import DatasetNotFound, dataset_names, locate_dataset
 from reclra.models import MODELS
+from reclra.provenance import git_commit
 from reclra.rules import RULES
+from reclra.sweep import (
+    SweepInterrupted,
+    SweepSpec,
+    build_grid,
+    load_sweep,
+    markdown_table,
+    parse_seeds,
+    parse_variant,
+    run_grid,
+    sweep_table,
+    write_report,
+)
 from reclra.train import (
+    BUILDER_ARGS,
     CONFIG,
     Trainer,
     TrainingInterrupted,
+    default_run_dir,
     evaluate_checkpoint,
     select_device,
 )
@@ -56,17 +73,14 @@ FLAG_KEYS: dict[str, tuple[str, str]] = {
     "batch_size": ("data", "batch_size"),
     "epochs": ("train", "epochs"),
     "lr": ("optim", "lr"),
+    "optimizer": ("optim", "name"),
+    "schedule": ("schedule", "name"),
+    "patience": ("train", "patience"),
     "seed": ("train", "seed"),
     "device": ("train", "device"),
 }
 
-#: Builder arguments the trainer supplies itself (not user options).
-_INJECTED = {"net", "input_shape", "num_classes"}
-
-#: Epochs of each ``compare`` run unless ``--epochs`` or ``--config`` says otherwise.
-COMPARE_EPOCHS = 1
-
-#: Dataset used by ``compare`` when the requested one cannot be found or downloaded.
+#: Dataset used by ``sweep`` when the requested one cannot be found or downloaded.
 FALLBACK_DATASET = "digits"
 #: The fallback set has 1,437 training images (40× fewer than Fashion-MNIST), so a fallback run
 #: trains at least this many epochs (about 3 s per rule on 2 CPU cores).
@@ -150,7 +164,7 @@ def _format_options(options: dict[str, Any]) -> str:
     shown = [
         f"{k}={'<required>' if v is inspect.Parameter.empty else repr(v)}"
         for k, v in options.items()
-        if k not in _INJECTED
+        if k not in BUILDER_ARGS
     ]
     return " ".join(shown) if shown else "(no options)"
 
@@ -168,46 +182,54 @@ def _print_list() -> None:
     print(f"activations: {', '.join(activation_names())}")
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    header = ["rule", "test err %", "val err %", "s/epoch", "params (model + synapses)"]
-    lines = [
-        [
-            r["rule"],
-            "-" if r["test_error"] is None else f"{r['test_error']:.2f}",
-            "-" if r["val_error"] is None else f"{r['val_error']:.2f}",
-            f"{r['seconds_per_epoch']:.2f}",
-            f"{r['parameters']['model']:,} + {r['parameters']['learnable_synapses']:,}",
-        ]
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    for row in [header, *lines]:
-        print(
-            "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-        )
-
-
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
 
 
+def _flag_help(dest: str) -> str:
+    """The help of a run option: its config key's description and default."""
+    section, key = FLAG_KEYS[dest]
+    if section in ("model", "rule"):
+        doc, default = f"{section} name (see `reclra list`)", getattr(Config(), section)["name"]
+    else:
+        doc, default = describe(section, key)
+    shown = "null" if default is None else default
+    return f"{doc} (default: {shown}; {section}.{key})"
+
+
+class _Version(argparse.Action):
+    """``--version``: the library version and, in a git checkout, its commit."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        git = git_commit()
+        where = ""
+        if git is not None:
+            where = f" (git {git['commit'][:12]}{', modified' if git['dirty'] else ''})"
+        print(f"{PROG} {reclra.__version__}{where}, torch {torch.__version__}")
+        parser.exit()
+
+
 def _run_options() -> argparse.ArgumentParser:
-    """Options shared by ``train`` and ``compare`` (all default to "not given")."""
+    """Options shared by ``train`` and ``sweep`` (all default to "not given", so that a config
+    file's value stands unless a flag is given; the help shows the built-in defaults)."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("run options (override --config; --set overrides them)")
-    g.add_argument("--model", help="model name (see `reclra list`)")
-    g.add_argument("--dataset", help="dataset name (see `reclra list`)")
-    g.add_argument("--data-dir", help="folder searched first for the data files")
-    g.add_argument("--limit-train", type=int, help="keep at most N training examples")
-    g.add_argument("--epochs", type=int, help="number of epochs")
-    g.add_argument("--batch-size", type=int, help="training mini-batch size")
-    g.add_argument("--lr", type=float, help="learning rate")
-    g.add_argument("--seed", type=int, help="random seed")
-    g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--model", help=_flag_help("model"))
+    g.add_argument("--dataset", help=_flag_help("dataset"))
+    g.add_argument("--data-dir", help=_flag_help("data_dir"))
+    g.add_argument("--limit-train", type=int, metavar="N", help=_flag_help("limit_train"))
+    g.add_argument("--epochs", type=int, metavar="N", help=_flag_help("epochs"))
+    g.add_argument("--batch-size", type=int, metavar="N", help=_flag_help("batch_size"))
+    g.add_argument("--lr", type=float, help=_flag_help("lr"))
+    g.add_argument("--optimizer", help=_flag_help("optimizer"))
+    g.add_argument("--schedule", help=_flag_help("schedule"))
+    g.add_argument("--patience", type=int, metavar="N", help=_flag_help("patience"))
+    g.add_argument("--seed", type=int, help=_flag_help("seed"))
+    g.add_argument("--device", help=_flag_help("device"))
     g.add_argument("--config", type=Path, help="YAML config file (sections as in config.yaml)")
     g.add_argument(
         "--set",
@@ -226,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Train networks without backprop (rec-LRA, LRA) and baselines."
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_options = _run_options()
 
@@ -236,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one rule. With --resume and no --config, the run's config.yaml is "
         "the base config (so `reclra train --resume --out DIR --epochs 20` continues a run).",
     )
-    train.add_argument("--rule", help="learning rule (see `reclra list`)")
+    train.add_argument("--rule", help=_flag_help("rule"))
     train.add_argument("--out", type=Path, help="run folder (default runs/RULE-DATASET-TIME)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.set_defaults(func=_cmd_train)
@@ -252,21 +275,39 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list rules, models, datasets and activations")
     ls.set_defaults(func=_cmd_list)
 
-    cmp_ = sub.add_parser(
-        "compare",
+    sweep = sub.add_parser(
+        "sweep",
+        aliases=["compare"],
         parents=[run_options],
-        help="train several rules on the same model, data and seed",
-        description="Train several rules with the same model, data and seed (each in OUT/RULE/) "
-        "and compare them. Every rule uses its default options: --set and --config apply to the "
-        "model, optim, data and train sections (a config file's rule section is ignored). If the "
-        f"dataset cannot be found or downloaded, {FALLBACK_DATASET} is used instead. Without "
-        f"--epochs or --config, each rule trains for {COMPARE_EPOCHS} epoch.",
+        help="train a grid of rules × variants × seeds and tabulate it",
+        description="Train every rule (--rules) and named variant (--variant) for every seed "
+        "(--seeds), each in OUT/VARIANT/sSEED/, on the same model and data, and write one table "
+        "(median, mean ± std, min–max of the final test error per variant) as OUT/sweep.md and "
+        "OUT/sweep.csv, with OUT/sweep.json and a learning-curve plot with seed bands "
+        "(OUT/sweep.png). A variant that sets no rule.name is crossed with every rule of --rules; "
+        "--set rule.KEY=VALUE applies to every run's rule. "
+        "Running the same command again resumes: finished runs are kept and skipped, "
+        "interrupted ones continue from their checkpoint. A sweep file (YAML: config, rules, "
+        "variants, seeds, jobs) may hold all of it; flags override it. If the dataset cannot be "
+        f"found or downloaded, {FALLBACK_DATASET} is used instead (at least "
+        f"{FALLBACK_MIN_EPOCHS} epochs).",
     )
-    cmp_.add_argument(
-        "--rules", required=True, help="comma-separated rule names, e.g. rec-lra,backprop"
+    sweep.add_argument("spec", nargs="?", type=Path, help="a sweep file (YAML)")
+    sweep.add_argument("--rules", help="comma-separated rule names, e.g. rec-lra,backprop")
+    sweep.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:SECTION.KEY=VALUE[,…]",
+        help="a named variant, e.g. skip-fixed:rule.pathway=skip,rule.error_rule=fixed "
+        "(repeatable)",
     )
-    cmp_.add_argument("--out", type=Path, help="output folder (default runs/compare-TIME)")
-    cmp_.set_defaults(func=_cmd_compare)
+    sweep.add_argument("--seeds", help="seeds, e.g. 0,1,2 or 0-4 (default: --seed, i.e. 0)")
+    sweep.add_argument(
+        "--jobs", type=int, help="runs side by side, CPU threads split between them (default 1)"
+    )
+    sweep.add_argument("--out", type=Path, help="output folder (default runs/sweep-TIME)")
+    sweep.set_defaults(func=_cmd_sweep)
 
     bench = sub.add_parser(
         "bench",
@@ -309,20 +350,29 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------
 
 
-def _timestamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
-
-
-def _resolve_config(args: argparse.Namespace, *, base_file: Path | None = None) -> Config:
-    """defaults < config file < explicit flags < --set."""
+def _resolve_config(
+    args: argparse.Namespace, *, base_file: Path | None = None, base: Config | None = None
+) -> Config:
+    """defaults < ``base`` (a sweep file's config) < config file < explicit flags < --set."""
     config_file = args.config or base_file
-    cfg = load_config(config_file) if config_file is not None else Config()
+    cfg = base or Config()
+    if config_file is not None:
+        cfg = load_config(config_file, base=cfg)
     updates: dict[str, dict[str, Any]] = {}
     for dest, (section, key) in FLAG_KEYS.items():
         value = getattr(args, dest, None)
         if value is not None:
             updates.setdefault(section, {})[key] = value
     return apply_overrides(merge_config(cfg, updates), args.set)
+
+
+def _describe_run(cfg: Config) -> str:
+    o, t = cfg.optim, cfg.train
+    schedule = "" if cfg.schedule.name == "constant" else f", {cfg.schedule.name} schedule"
+    return (
+        f"{cfg.rule['name']} on {cfg.model['name']} · {cfg.data.dataset}, {t.epochs} epochs, "
+        f"{o.name} lr {o.lr:g}{schedule}, batch {cfg.data.batch_size}, seed {t.seed}"
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -333,7 +383,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.config is None and (args.out / CONFIG).is_file():
             base = args.out / CONFIG
     cfg = _resolve_config(args, base_file=base)
-    out = args.out or Path("runs") / f"{cfg.rule['name']}-{cfg.data.dataset}-{_timestamp()}"
+    out = args.out or default_run_dir(cfg)
     trainer = Trainer(
         cfg,
         out,
@@ -342,6 +392,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         on_epoch=lambda record: _print_epoch(record, cfg.train.epochs),
     )
+    verb = "resuming" if args.resume else "training"
+    print(f"{verb} {_describe_run(cfg)} → {out} (full config: {out / CONFIG})", flush=True)
     _print_summary(trainer.run())
     return 0
 
@@ -372,70 +424,65 @@ def _parse_rules(text: str) -> list[str]:
     return rules
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
-    rules = _parse_rules(args.rules)
-    for text in args.set:
-        if parse_override(text)[0] == "rule":
-            raise ConfigError(
-                f"compare: --set {text} is not supported: every rule uses its default options "
-                f"(set model, optim, data or train keys)"
-            )
-    if args.epochs is None and args.config is None:
-        args.epochs = COMPARE_EPOCHS
-    cfg = _resolve_config(args)
-    out = args.out or Path("runs") / f"compare-{_timestamp()}"
-    requested = cfg.data.dataset
-    rows: list[dict[str, Any]] = []
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for name in rules:
-        print(f"== {name} ==", flush=True)
-        while True:
-            run_cfg = dataclasses.replace(cfg, rule={"name": name}).validate()
-            trainer = Trainer(
-                run_cfg,
-                out / name,
-                overwrite=args.overwrite,
-                progress=not args.no_progress,
-                on_epoch=lambda record, n=run_cfg.train.epochs: _print_epoch(record, n),
-            )
-            try:
-                summary = trainer.run()
-                break
-            except DatasetNotFound:
-                if cfg.data.dataset == FALLBACK_DATASET:
-                    raise
-                epochs = max(cfg.train.epochs, FALLBACK_MIN_EPOCHS)
-                _note(
-                    f"dataset {cfg.data.dataset!r} is not available (no local files and no "
-                    f"download); falling back to {FALLBACK_DATASET}, {epochs} epochs"
-                )
-                cfg = merge_config(
-                    cfg, {"data": {"dataset": FALLBACK_DATASET}, "train": {"epochs": epochs}}
-                )
-        curves[name] = trainer.metrics
-        rows.append(
-            {
-                "rule": name,
-                "test_error": summary["final"]["test_error"],
-                "val_error": summary["final"]["val_error"],
-                "seconds_per_epoch": summary["seconds_per_epoch"],
-                "parameters": summary["parameters"],
-                "best": summary["best"],
-                "out_dir": summary["out_dir"],
-                "metrics": trainer.metrics,
-            }
+def _available(cfg: Config) -> Config:
+    """``cfg``, or on the fallback dataset when its dataset cannot be found or downloaded."""
+    if cfg.data.dataset in (FALLBACK_DATASET, "imagefolder"):
+        return cfg
+    try:
+        locate_dataset(cfg.data.dataset, data_dir=cfg.data.data_dir, download=cfg.data.download)
+    except DatasetNotFound:
+        epochs = max(cfg.train.epochs, FALLBACK_MIN_EPOCHS)
+        _note(
+            f"dataset {cfg.data.dataset!r} is not available (no local files and no download); "
+            f"falling back to {FALLBACK_DATASET}, {epochs} epochs"
         )
-    report = {
-        "dataset": cfg.data.dataset,
-        "requested_dataset": requested,
-        "fell_back": cfg.data.dataset != requested,
-        "config": cfg.to_dict(),
-        "runs": rows,
-    }
-    (out / "comparison.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    plot_comparison(curves, out / "comparison.png", title=f"test error · {cfg.data.dataset}")
-    _print_table(rows)
-    print(f"comparison in {out / 'comparison.json'} and {out / 'comparison.png'}")
+        return merge_config(
+            cfg, {"data": {"dataset": FALLBACK_DATASET}, "train": {"epochs": epochs}}
+        )
+    return cfg
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    spec = load_sweep(args.spec) if args.spec is not None else SweepSpec()
+    rules = _parse_rules(args.rules) if args.rules else spec.rules
+    for name in rules:
+        RULES.get(name)  # unknown names fail before anything is trained
+    variants = [parse_variant(v) for v in args.variant] or spec.variants
+    rule_options = []
+    for text in list(args.set):
+        section, key, value = parse_override(text)
+        if section == "rule" and key != "name":  # for every run's rule, not the base's only
+            rule_options.append((key, value))
+            args.set.remove(text)
+    cfg = _available(_resolve_config(args, base=spec.config))
+    seeds = parse_seeds(args.seeds) if args.seeds else spec.seeds
+    jobs = args.jobs or spec.jobs or 1
+    out = args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    cells = build_grid(
+        cfg, out, rules=rules, variants=variants, seeds=seeds, rule_options=rule_options
+    )
+    names = list(dict.fromkeys(c.variant for c in cells))
+    print(
+        f"sweep: {len(names)} variant(s) × {len(cells) // len(names)} seed(s) = {len(cells)} "
+        f"runs of {cfg.model['name']} · {cfg.data.dataset}, {cfg.train.epochs} epochs, "
+        f"{jobs} at a time → {out}",
+        flush=True,
+    )
+
+    def on_done(cell: Any, summary: dict[str, Any], skipped: bool) -> None:
+        how = "kept" if skipped else "done"
+        tqdm.write(
+            f"{how} {cell.variant} seed {cell.seed}: test {_pct(summary['final']['test_error'])} "
+            f"after {summary['epochs']} epochs ({cell.out_dir})"
+        )
+
+    summaries = run_grid(
+        cells, jobs=jobs, overwrite=args.overwrite, progress=not args.no_progress, on_done=on_done
+    )
+    rows = sweep_table(cells, summaries)
+    paths = write_report(out, cells, rows)
+    print(markdown_table(rows), end="")
+    print(f"table in {paths['md']} and {paths['csv']}; curves in {paths['png']}")
     return 0
 
 
@@ -507,6 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
+    except SweepInterrupted as exc:
+        _note(
+            f"interrupted; {exc.finished} of {exc.total} runs are finished and kept. Run the "
+            f"same command again to resume (finished runs are skipped)"
+        )
+        return 130
     except TrainingInterrupted as exc:
         if exc.epoch is None:
             _note("interrupted before the first checkpoint; nothing to resume")

@@ -1,9 +1,12 @@
 """Run configuration: dataclasses with commented defaults, YAML loading and ``section.key=value``.
 
-A :class:`Config` has five sections. ``model`` and ``rule`` are open mappings: the key ``name``
+A :class:`Config` has six sections. ``model`` and ``rule`` are open mappings: the key ``name``
 selects the registry entry (:data:`reclra.models.MODELS`, :data:`reclra.rules.RULES`) and every
-other key is passed to the builder as an option (the registry rejects unknown ones). ``optim``,
-``data`` and ``train`` are fixed dataclasses; unknown keys there are errors.
+other key is passed to the builder as an option (the registry rejects unknown ones; a run's
+``config.yaml`` holds every option with its default filled in, see
+:func:`reclra.train.resolve_config`). ``optim``, ``schedule``, ``data`` and ``train`` are fixed
+dataclasses whose fields are declared once with :func:`option` (default, check, description);
+unknown keys there are errors.
 
 Configs are layered: defaults < a YAML file (:func:`load_config`) < explicit updates
 (:func:`merge_config`) < ``section.key=value`` overrides (:func:`apply_overrides`). Every layer
@@ -20,7 +23,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +37,14 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "OptimConfig",
+    "ScheduleConfig",
     "TrainConfig",
     "apply_overrides",
     "config_to_yaml",
+    "describe",
     "load_config",
     "merge_config",
+    "option",
     "parse_override",
     "parse_yaml",
 ]
@@ -46,7 +52,8 @@ __all__ = [
 #: Accepted values of ``train.device``.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "step", "cosine", "poly")
 
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 
@@ -55,47 +62,213 @@ class ConfigError(ValueError):
     """A configuration is malformed: unknown section or key, bad value, unreadable file."""
 
 
+# --------------------------------------------------------------------------------------------
+# Value checks: each returns the checked (normalised) value or raises ConfigError
+# --------------------------------------------------------------------------------------------
+
+Check = Callable[[str, Any], Any]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(low: int, *, none_ok: bool = False) -> Check:
+    def check(where: str, value: Any) -> int | None:
+        if value is None and none_ok:
+            return None
+        if not _is_int(value) or value < low:
+            null = " (or null)" if none_ok else ""
+            raise ConfigError(f"{where} must be an integer >= {low}{null}, got {value!r}")
+        return value
+
+    return check
+
+
+def _seed(where: str, value: Any) -> int:
+    seed = _integer(0)(where, value)
+    if seed >= 2**32:
+        raise ConfigError(f"{where} must be below 2**32, got {value!r}")
+    return seed
+
+
+def _to_float(where: str, value: Any) -> float:
+    if isinstance(value, str):  # e.g. "2e-4" written in a hand-made dict
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _number(low: float, *, strict: bool = False, below: float | None = None) -> Check:
+    def check(where: str, value: Any) -> float:
+        value = _to_float(where, value)
+        if value < low or (strict and value == low):
+            raise ConfigError(f"{where} must be {'>' if strict else '>='} {low}, got {value!r}")
+        if below is not None and value >= below:
+            raise ConfigError(f"{where} must be below {below}, got {value!r}")
+        return value
+
+    return check
+
+
+def _choice(*choices: str) -> Check:
+    def check(where: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _text(*, none_ok: bool = False) -> Check:
+    def check(where: str, value: Any) -> str | None:
+        if value is None and none_ok:
+            return None
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
+        return value
+
+    return check
+
+
+def _betas(where: str, value: Any) -> tuple[float, float]:
+    message = f"{where} must be a list of two numbers in [0, 1), got {value!r}"
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(message)
+    betas = tuple(_to_float(where, b) for b in value)
+    if any(not 0 <= b < 1 for b in betas):
+        raise ConfigError(message)
+    return betas  # type: ignore[return-value]
+
+
+def _device(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not DEVICE_PATTERN.match(value):
+        raise ConfigError(f"{where} must be auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def option(default: Any, check: Check, doc: str) -> Any:
+    """A config field: its default, its check and its one-line description (the schema is
+    these three, declared once; the CLI's ``--help`` shows ``doc`` and the default)."""
+    return field(default=default, metadata={"check": check, "doc": doc})
+
+
+def describe(section: str, key: str) -> tuple[str, Any]:
+    """``(doc, default)`` of the fixed-section field ``section.key``."""
+    f = next(f for f in dataclasses.fields(FIXED_SECTIONS[section]) if f.name == key)
+    return f.metadata["doc"], f.default
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
 @dataclass
 class OptimConfig:
     """The ``torch.optim`` optimizer that applies the rule's update directions."""
 
-    name: str = "adam"  # 'adam' or 'sgd'
-    lr: float = 2e-4  # learning rate
-    weight_decay: float = 0.0  # L2 penalty added by the optimizer
-    momentum: float = 0.0  # sgd only
-    betas: tuple[float, float] = (0.9, 0.999)  # adam only
-    synapse_lr_scale: float = 1.0  # lr of the rule's learnable error synapses, relative to lr
-    # (Adam ignores the scale of a gradient, so this is how γ < 1 slows E down under Adam)
+    name: str = option("adam", _choice(*OPTIMIZERS), f"optimizer: {', '.join(OPTIMIZERS)}")
+    lr: float = option(2e-4, _number(0.0, strict=True), "learning rate (of the model's group)")
+    weight_decay: float = option(
+        0.0, _number(0.0), "weight decay (L2 for adam/sgd/rmsprop, decoupled for adamw)"
+    )
+    momentum: float = option(0.0, _number(0.0), "momentum (sgd, rmsprop)")
+    betas: tuple[float, float] = option((0.9, 0.999), _betas, "adam/adamw moment decays")
+    synapse_lr_scale: float = option(
+        1.0,
+        _number(0.0, strict=True),
+        "lr of the rule's learnable error synapses relative to lr (Adam ignores a gradient's "
+        "scale, so this is how γ < 1 slows E down under Adam)",
+    )
+    eps: float = option(1e-8, _number(0.0, strict=True), "denominator term (adam/adamw/rmsprop)")
+    alpha: float = option(0.99, _number(0.0, below=1.0), "rmsprop smoothing constant")
+
+
+@dataclass
+class ScheduleConfig:
+    """How every param group's learning rate changes during the run (see reclra.schedules)."""
+
+    name: str = option("constant", _choice(*SCHEDULES), f"schedule: {', '.join(SCHEDULES)}")
+    per: str = option("epoch", _choice("epoch", "step"), "unit of the schedule: epoch or step")
+    warmup: int = option(0, _integer(0), "units of linear warm-up to the full lr")
+    total: int | None = option(
+        None,
+        _integer(1, none_ok=True),
+        "units over which cosine/poly decay, warm-up included (null: the whole run)",
+    )
+    min_lr: float = option(0.0, _number(0.0), "cosine/poly: final lr of the model's group")
+    power: float = option(1.0, _number(0.0, strict=True), "poly: exponent of the decay")
+    step_size: int = option(1, _integer(1), "step: units between decays")
+    gamma: float = option(0.1, _number(0.0, strict=True), "step: factor of each decay")
 
 
 @dataclass
 class DataConfig:
     """Which dataset, where it lives, and how it is split and batched."""
 
-    dataset: str = "fashion-mnist"  # see reclra.data.dataset_names()
-    data_dir: str | None = None  # folder searched first for the data files
-    val_size: int | None = None  # validation examples drawn from the training file
-    # (None: the dataset's default, 2000; 5000 for cifar10)
-    limit_train: int | None = None  # keep at most this many training examples
-    batch_size: int = 50  # training mini-batch size
-    eval_batch_size: int = 1000  # evaluation batch size (memory only, not results)
-    download: bool = True  # allow downloading missing files into the user cache
-    preprocess: str | None = None  # cifar10: 'gcn_zca' (None: default) or 'none'
-    image_size: int | None = None  # imagefolder: crop size (None: 224)
-    resize: int | None = None  # imagefolder: shorter side before the crop (None: from image_size)
+    dataset: str = option("fashion-mnist", _text(), "dataset (see `reclra list`)")
+    data_dir: str | None = option(None, _text(none_ok=True), "folder searched first for data")
+    val_size: int | None = option(
+        None,
+        _integer(0, none_ok=True),
+        "validation examples drawn from the training file (null: 2000; 5000 for cifar10)",
+    )
+    limit_train: int | None = option(
+        None, _integer(1, none_ok=True), "keep at most this many training examples"
+    )
+    batch_size: int = option(50, _integer(1), "training mini-batch size")
+    eval_batch_size: int = option(1000, _integer(1), "evaluation batch size (memory only)")
+    download: bool = option(True, _flag, "allow downloading missing files into the user cache")
+    preprocess: str | None = option(
+        None, _text(none_ok=True), "cifar10: gcn_zca (null: default) or none"
+    )
+    image_size: int | None = option(
+        None, _integer(1, none_ok=True), "imagefolder: crop size (null: 224)"
+    )
+    resize: int | None = option(
+        None, _integer(1, none_ok=True), "imagefolder: shorter side before the crop"
+    )
 
 
 @dataclass
 class TrainConfig:
     """The training loop."""
 
-    epochs: int = 10  # passes over the training split
-    seed: int = 0  # seeds torch, numpy, random, the validation draw and the shuffles
-    device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'
-    deterministic: bool = True  # torch.use_deterministic_algorithms(True, warn_only=True)
-    eval_samples: int = 100  # forward passes averaged for stochastic nets at evaluation
-    checkpoint_every: int = 1  # epochs between checkpoints (and one at the end)
-    threads: int | None = None  # torch.set_num_threads during the run (None: leave as is)
+    epochs: int = option(10, _integer(1), "passes over the training split")
+    seed: int = option(
+        0,
+        _seed,
+        "seeds torch, numpy, random, the validation draw, the shuffles and evaluation",
+    )
+    device: str = option("auto", _device, "auto (cuda if available), cpu, cuda or cuda:N")
+    deterministic: bool = option(
+        True, _flag, "torch.use_deterministic_algorithms(True, warn_only=True)"
+    )
+    eval_samples: int = option(
+        100, _integer(1), "forward passes averaged for stochastic nets at evaluation"
+    )
+    checkpoint_every: int = option(1, _integer(1), "epochs between checkpoints (and at the end)")
+    threads: int | None = option(
+        None, _integer(1, none_ok=True), "torch CPU threads during the run (null: as is)"
+    )
+    patience: int | None = option(
+        None,
+        _integer(1, none_ok=True),
+        "early stopping: epochs without a better validation error (null: never stop early)",
+    )
 
 
 def _default_model() -> dict[str, Any]:
@@ -113,6 +286,7 @@ class Config:
     model: dict[str, Any] = field(default_factory=_default_model)  # name + build_model options
     rule: dict[str, Any] = field(default_factory=_default_rule)  # name + build_rule options
     optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -138,14 +312,24 @@ class Config:
             if not isinstance(section, kind):
                 raise ConfigError(f"section {name!r} must be a {kind.__name__}, got {section!r}")
             for f in dataclasses.fields(kind):
-                setattr(section, f.name, _check_value(name, f.name, getattr(section, f.name)))
+                value = f.metadata["check"](f"{name}.{f.name}", getattr(section, f.name))
+                setattr(section, f.name, value)
+        if self.schedule.min_lr > self.optim.lr:
+            raise ConfigError(
+                f"schedule.min_lr={self.schedule.min_lr} is above optim.lr={self.optim.lr}"
+            )
         return self
 
 
 #: Sections whose keys are open (a registry name plus builder options).
 OPEN_SECTIONS = ("model", "rule")
 #: Sections with a fixed set of keys.
-FIXED_SECTIONS: dict[str, type] = {"optim": OptimConfig, "data": DataConfig, "train": TrainConfig}
+FIXED_SECTIONS: dict[str, type] = {
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+}
 #: Every section, in file order.
 SECTIONS = (*OPEN_SECTIONS, *FIXED_SECTIONS)
 
@@ -164,11 +348,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# --------------------------------------------------------------------------------------------
-# Value checks
-# --------------------------------------------------------------------------------------------
-
-
 def _check_open_section(name: str, section: Any) -> None:
     if not isinstance(section, Mapping):
         raise ConfigError(f"section {name!r} must be a mapping with a 'name' key, got {section!r}")
@@ -178,99 +357,6 @@ def _check_open_section(name: str, section: Any) -> None:
     registry_name = section.get("name")
     if not isinstance(registry_name, str) or not registry_name:
         raise ConfigError(f"{name}.name must be a non-empty string, got {registry_name!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int(where: str, value: Any, *, low: int, none_ok: bool = False) -> int | None:
-    if value is None and none_ok:
-        return None
-    if not _is_int(value) or value < low:
-        null = " (or null)" if none_ok else ""
-        raise ConfigError(f"{where} must be an integer >= {low}{null}, got {value!r}")
-    return value
-
-
-def _float(where: str, value: Any, *, low: float, strict: bool) -> float:
-    if isinstance(value, str):  # e.g. "2e-4" written in a hand-made dict
-        try:
-            value = float(value)
-        except ValueError:
-            raise ConfigError(f"{where} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where} must be a finite number, got {value!r}")
-    if value < low or (strict and value == low):
-        raise ConfigError(f"{where} must be {'>' if strict else '>='} {low}, got {value!r}")
-    return float(value)
-
-
-def _bool(where: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    return value
-
-
-def _str(where: str, value: Any, *, none_ok: bool = False) -> str | None:
-    if value is None and none_ok:
-        return None
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _betas(where: str, value: Any) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ConfigError(f"{where} must be a list of two numbers in [0, 1), got {value!r}")
-    betas = tuple(_float(where, b, low=0.0, strict=False) for b in value)
-    if any(b >= 1 for b in betas):
-        raise ConfigError(f"{where} must be a list of two numbers in [0, 1), got {value!r}")
-    return betas  # type: ignore[return-value]
-
-
-def _check_value(section: str, key: str, value: Any) -> Any:
-    """The checked (and normalised) value of ``section.key``; raises :class:`ConfigError`."""
-    where = f"{section}.{key}"
-    match (section, key):
-        case ("optim", "name"):
-            if value not in OPTIMIZERS:
-                raise ConfigError(f"{where} must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
-            return value
-        case ("optim", "lr" | "synapse_lr_scale"):
-            return _float(where, value, low=0.0, strict=True)
-        case ("optim", "weight_decay" | "momentum"):
-            return _float(where, value, low=0.0, strict=False)
-        case ("optim", "betas"):
-            return _betas(where, value)
-        case ("data", "dataset"):
-            return _str(where, value)
-        case ("data", "data_dir" | "preprocess"):
-            return _str(where, value, none_ok=True)
-        case ("data", "val_size"):
-            return _int(where, value, low=0, none_ok=True)
-        case ("data", "limit_train" | "image_size" | "resize"):
-            return _int(where, value, low=1, none_ok=True)
-        case ("data", "batch_size" | "eval_batch_size"):
-            return _int(where, value, low=1)
-        case ("data", "download") | ("train", "deterministic"):
-            return _bool(where, value)
-        case ("train", "epochs" | "eval_samples" | "checkpoint_every"):
-            return _int(where, value, low=1)
-        case ("train", "seed"):
-            seed = _int(where, value, low=0)
-            if seed >= 2**32:
-                raise ConfigError(f"{where} must be below 2**32, got {value!r}")
-            return seed
-        case ("train", "device"):
-            if not isinstance(value, str) or not DEVICE_PATTERN.match(value):
-                raise ConfigError(f"{where} must be auto, cpu, cuda or cuda:N, got {value!r}")
-            return value
-        case ("train", "threads"):
-            return _int(where, value, low=1, none_ok=True)
-    raise AssertionError(f"no check for {where}")  # pragma: no cover - a field without a check
 
 
 # --------------------------------------------------------------------------------------------

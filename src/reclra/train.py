@@ -3,21 +3,31 @@
 :func:`fit` (or :class:`Trainer`) trains the rule and model a :class:`~reclra.config.Config`
 describes and writes everything into one run folder::
 
-    config.yaml          the resolved config (written at the start)
-    metrics.jsonl        one JSON object per epoch
+    config.yaml          the resolved config: every model and rule option with its default
+                         filled in (training from it reproduces the run bit for bit)
+    run.json             provenance, one session per start or resume: reclra version, git
+                         commit, torch/numpy/Python versions, device, threads, what a resume
+                         changed; the data folder's files with sizes and SHA-256
+    metrics.jsonl        one JSON object per epoch (errors, loss, depth, error norms, learning
+                         rate of every param group, seconds; ``resumed`` on a resume's first)
     checkpoint.pt        rule + optimizer + RNG states + metrics (every checkpoint_every epochs
                          and at the end; loads with torch.load(..., weights_only=True))
-    summary.json         final/best errors, test-set confusion matrix and P/R/F1, timings, ...
+    best.pt              the same, of the best epoch (lowest validation error, else training)
+    summary.json         resolved config, final/best errors, test-set confusion matrix and
+                         P/R/F1, timings, parameter counts, versions, early stopping
     learning_curve.png   train/validation/test error against epoch
 
 A resumed run (``resume=True``) continues from the checkpoint and reproduces the uninterrupted
-run exactly: the shuffle of epoch ``e`` depends only on ``(seed, e)`` and every RNG state is
-restored.
+run exactly: the shuffle of epoch ``e`` depends only on ``(seed, e)``, the learning rate only on
+the epoch and step, evaluation runs on its own seeded RNG, and every RNG state is restored. Only
+the options in :data:`RESUMABLE` may differ from the checkpoint's; the changes are recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import inspect
 import json
 import math
 import os
@@ -40,33 +50,54 @@ from tqdm import tqdm
 
 import reclra
 from reclra.analysis import classification_report, plot_learning_curves
-from reclra.config import DEVICE_PATTERN, Config, ConfigError, TrainConfig, config_to_yaml
+from reclra.config import (
+    DEVICE_PATTERN,
+    Config,
+    ConfigError,
+    TrainConfig,
+    config_to_yaml,
+    load_config,
+    merge_config,
+)
 from reclra.data import Dataset, Split, iterate_minibatches, load_dataset
 from reclra.models import MODELS, LayeredNet, build_model
+from reclra.pathway import Pathway
+from reclra.provenance import data_files, environment
+from reclra.registry import Registry
 from reclra.rules import RULES, Rule, build_rule
+from reclra.schedules import DECAYING, lr_factor
 
 __all__ = [
+    "BEST",
+    "BUILDER_ARGS",
     "CHECKPOINT",
     "CONFIG",
     "CURVE",
     "METRICS",
+    "RESUMABLE",
+    "RUN",
     "SUMMARY",
     "CheckpointError",
     "Evaluation",
     "RunError",
     "Trainer",
     "TrainingInterrupted",
+    "config_changes",
     "count_parameters",
+    "default_run_dir",
     "evaluate",
     "evaluate_checkpoint",
     "fit",
     "load_checkpoint",
     "read_checkpoint",
+    "resolve_config",
     "select_device",
 ]
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
 CONFIG = "config.yaml"
+RUN = "run.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CURVE = "learning_curve.png"
@@ -74,8 +105,20 @@ CURVE = "learning_curve.png"
 #: Top-k error reported besides the error when there are more than this many classes.
 TOPK = 5
 
-#: Data keys that may differ between a run and its resumption (where the files come from).
-_RESUMABLE_DATA_KEYS = ("data_dir", "download", "eval_batch_size")
+#: Options that may differ between a run and its resumption: how long it trains, where the data
+#: files come from, and where and how fast it runs. Any other change is refused.
+RESUMABLE = (
+    "train.epochs",
+    "data.data_dir",
+    "data.download",
+    "data.eval_batch_size",
+    "train.device",
+    "train.threads",
+    "train.checkpoint_every",
+)
+
+#: Builder arguments the trainer supplies itself (not config options).
+BUILDER_ARGS = ("net", "input_shape", "num_classes")
 
 
 class RunError(ValueError):
@@ -128,17 +171,35 @@ def evaluate(
     *,
     batch_size: int = 1000,
     samples: int = 100,
+    seed: int | None = None,
 ) -> Evaluation:
     """Classification error of ``model`` (a rule or a network) on ``split``, batched.
 
     Stochastic networks are scored by their posterior averaged over ``samples`` forward passes
-    (:meth:`~reclra.models.LayeredNet.predict_proba`). Batches are moved to the model's device;
-    counts stay there until one sync at the end. The network is put in eval mode meanwhile.
+    (:meth:`~reclra.models.LayeredNet.predict_proba`). With ``seed``, their sampling runs on a
+    forked RNG seeded with it, so two evaluations agree and the caller's RNG state is untouched
+    (None: the global RNG, as it stands). Batches are moved to the model's device; counts stay
+    there until one sync at the end. The network is put in eval mode meanwhile.
     """
     net = _net_of(model)
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return _evaluate(net, split, batch_size, samples, device, was_training)
+
+
+def _evaluate(
+    net: LayeredNet,
+    split: Split,
+    batch_size: int,
+    samples: int,
+    device: torch.device,
+    was_training: bool,
+) -> Evaluation:
     try:
         wrong = torch.zeros((), dtype=torch.long, device=device)
         wrong_k = torch.zeros((), dtype=torch.long, device=device)
@@ -333,21 +394,27 @@ def _load_rule_state(rule: Rule, state: Mapping[str, Any], path: Path) -> None:
 
 
 def _evaluate_with(cfg: Config, rule: Rule, split: Split) -> Evaluation:
-    """:func:`evaluate` with the config's evaluation batch size and posterior samples."""
+    """:func:`evaluate` with the config's evaluation batch size, posterior samples and seed."""
     return evaluate(
-        rule, split, batch_size=cfg.data.eval_batch_size, samples=cfg.train.eval_samples
+        rule,
+        split,
+        batch_size=cfg.data.eval_batch_size,
+        samples=cfg.train.eval_samples,
+        seed=cfg.train.seed,
     )
 
 
 def _param_groups(cfg: Config, rule: Rule) -> list[dict[str, Any]]:
     """The model's parameters at ``lr``; the rule's own learnable synapses (if any) at
-    ``lr · synapse_lr_scale``."""
+    ``lr · synapse_lr_scale``. Each group keeps its ``name`` and ``base_lr`` (the lr the
+    schedule's factor multiplies)."""
     model = list(rule.net.parameters())
     ids = {id(p) for p in model}
     synapses = [p for p in rule.parameters() if id(p) not in ids]
-    groups = [{"params": model}]
+    groups = [{"params": model, "name": "model", "base_lr": cfg.optim.lr}]
     if synapses:
-        groups.append({"params": synapses, "lr": cfg.optim.lr * cfg.optim.synapse_lr_scale})
+        lr = cfg.optim.lr * cfg.optim.synapse_lr_scale
+        groups.append({"params": synapses, "name": "synapses", "base_lr": lr, "lr": lr})
     return groups
 
 
@@ -356,7 +423,43 @@ def _make_optimizer(cfg: Config, rule: Rule) -> torch.optim.Optimizer:
     groups = _param_groups(cfg, rule)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.Adam(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    if o.name == "rmsprop":
+        return torch.optim.RMSprop(
+            groups, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum,
+            weight_decay=o.weight_decay,
+        )  # fmt: skip
+    adam = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return adam(groups, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+
+
+def _registry_defaults(registry: Registry[Any], section: dict[str, Any]) -> dict[str, Any]:
+    """``section`` with every option its builder takes filled in with the builder's default."""
+    defaults = {
+        k: v
+        for k, v in registry.options(section["name"]).items()
+        if k not in BUILDER_ARGS and v is not inspect.Parameter.empty
+    }
+    return {"name": section["name"], **defaults, **section}
+
+
+def resolve_config(cfg: Config) -> Config:
+    """A validated copy of ``cfg`` whose ``model`` and ``rule`` sections name every option of
+    their builders, defaults filled in (what ``config.yaml`` records, so that a run folder stays
+    unambiguous when a default changes).
+
+    Raises:
+        ValueError: an unknown model or rule name.
+    """
+    filled = {
+        "model": _registry_defaults(MODELS, cfg.model),
+        "rule": _registry_defaults(RULES, cfg.rule),
+    }
+    return Config.from_dict(merge_config(cfg, filled).to_dict())  # tuples → lists, as in YAML
+
+
+def default_run_dir(cfg: Config) -> Path:
+    """``runs/RULE-DATASET-YYYYmmdd-HHMMSS`` (the run folder when none is given)."""
+    return Path("runs") / f"{cfg.rule['name']}-{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,33 +548,44 @@ def evaluate_checkpoint(
 # --------------------------------------------------------------------------------------------
 
 
-def _comparable(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a config a resumed run must share with the checkpoint."""
-    data = {k: v for k, v in cfg_dict["data"].items() if k not in _RESUMABLE_DATA_KEYS}
-    return {"model": cfg_dict["model"], "rule": cfg_dict["rule"], "data": data}
+def _flatten(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"section.key": value}`` of a plain config dict."""
+    return {f"{section}.{k}": v for section, values in cfg_dict.items() for k, v in values.items()}
 
 
-def _mismatch(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    diffs = []
-    for section, values in current.items():
-        old = stored[section]
-        for key in sorted(set(values) | set(old)):
-            if values.get(key) != old.get(key):
-                diffs.append(
-                    f"{section}.{key}: checkpoint {old.get(key)!r}, now {values.get(key)!r}"
-                )
-    return diffs
+def config_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``{"section.key": [stored value, current value]}`` for every key of two plain config
+    dicts (:meth:`Config.to_dict`) that differs."""
+    old, new = _flatten(stored), _flatten(current)
+    return {
+        k: [old.get(k), new.get(k)]
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k)
+    }
+
+
+def _best(metrics: list[dict[str, Any]], by: str) -> dict[str, Any]:
+    """The epoch record with the lowest ``by`` (the earliest among ties)."""
+    return min(metrics, key=lambda m: (m[by], m["epoch"]))
+
+
+def _early_stop(metrics: list[dict[str, Any]], by: str, patience: int | None) -> bool:
+    """True once ``patience`` epochs have passed without a lower ``by`` than the best."""
+    if patience is None or not metrics:
+        return False
+    return metrics[-1]["epoch"] - _best(metrics, by)["epoch"] >= patience
 
 
 class Trainer:
     """One training run of ``cfg`` in the folder ``out_dir`` (see the module docstring).
 
     Args:
-        cfg: the run configuration (validated; not modified).
+        cfg: the run configuration (validated and resolved, see :func:`resolve_config`; not
+            modified).
         out_dir: the run folder (created if needed); nothing is written outside it.
-        resume: continue from ``out_dir/checkpoint.pt``; the model, rule and data sections must
-            match the checkpoint's (``data_dir``, ``download`` and ``eval_batch_size`` may
-            differ); ``train.epochs`` may be raised to train longer.
+        resume: continue from ``out_dir/checkpoint.pt``; the config must match the
+            checkpoint's except for the options in :data:`RESUMABLE` (``train.epochs`` may be
+            raised to train longer, unless a cosine/poly schedule spans the whole run).
         overwrite: start afresh even though ``out_dir`` holds a checkpoint.
         progress: show a tqdm bar per epoch (only on a terminal).
         on_epoch: called with each epoch's metrics record once it is saved.
@@ -491,7 +605,7 @@ class Trainer:
     ) -> None:
         if resume and overwrite:
             raise RunError("resume and overwrite exclude each other")
-        self.cfg = Config.from_dict(cfg.to_dict())  # a validated private copy
+        self.cfg = resolve_config(cfg)  # a validated private copy
         self.out_dir = Path(out_dir)
         self.resume, self.overwrite = resume, overwrite
         self.progress, self.on_epoch = progress, on_epoch
@@ -501,6 +615,7 @@ class Trainer:
         self.rule: Rule | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.saved_epoch: int | None = None
+        self.changed: dict[str, list[Any]] = {}  # what a resume changed
 
     def path(self, name: str) -> Path:
         """A file of the run folder."""
@@ -522,25 +637,36 @@ class Trainer:
         if not ckpt_path.exists():
             raise RunError(f"nothing to resume: {ckpt_path} does not exist")
         ckpt = read_checkpoint(ckpt_path)
-        stored = Config.from_dict(ckpt["config"]).to_dict()
-        diffs = _mismatch(_comparable(stored), _comparable(self.cfg.to_dict()))
-        if diffs:
+        stored = resolve_config(Config.from_dict(ckpt["config"])).to_dict()
+        changes = config_changes(stored, self.cfg.to_dict())
+        refused = [
+            f"{k}: checkpoint {old!r}, now {new!r}"
+            for k, (old, new) in changes.items()
+            if k not in RESUMABLE
+        ]
+        if refused:
             raise RunError(
                 f"cannot resume {ckpt_path}: the config differs from the checkpoint's in "
-                + "; ".join(diffs)
+                + "; ".join(refused)
+                + f" (only {', '.join(RESUMABLE)} may change on resume)"
+            )
+        s = self.cfg.schedule
+        if "train.epochs" in changes and s.name in DECAYING and s.total is None:
+            raise RunError(
+                f"cannot resume {ckpt_path} with train.epochs changed: the {s.name} schedule "
+                f"spans the whole run (set schedule.total to fix its length)"
             )
         if ckpt["epoch"] > self.cfg.train.epochs:
             raise RunError(
                 f"cannot resume {ckpt_path}: it is at epoch {ckpt['epoch']}, beyond "
                 f"train.epochs={self.cfg.train.epochs}"
             )
+        self.changed = changes
         return ckpt
 
     def _setup(self, ckpt: dict[str, Any] | None) -> int:
         """Seed, load the data, build model/rule/optimizer, restore a checkpoint; first epoch."""
         cfg = self.cfg
-        MODELS.get(cfg.model["name"])  # unknown names fail before the data are loaded
-        RULES.get(cfg.rule["name"])
         _seed_everything(cfg.train.seed)
         self.dataset = _load_data(cfg).to(self.device)
         rule = _build(cfg, self.dataset.input_shape, self.dataset.num_classes).to(self.device)
@@ -555,23 +681,70 @@ class Trainer:
         _set_rng_state(ckpt["rng"])
         return self.saved_epoch + 1
 
-    def _start_outputs(self) -> None:
-        """Write config.yaml and metrics.jsonl (the checkpoint's epochs only); clear old files."""
+    def _start_outputs(self, first: int) -> None:
+        """Write config.yaml, run.json (a new session) and metrics.jsonl (the checkpoint's
+        epochs only); clear old files."""
+        assert self.dataset is not None
         if self.overwrite:
-            for name in (CHECKPOINT, SUMMARY, CURVE):
+            for name in (CHECKPOINT, BEST, SUMMARY, CURVE, RUN):
                 self.path(name).unlink(missing_ok=True)
         _write_text(self.path(CONFIG), config_to_yaml(self.cfg))
+        sessions = []
+        if self.resume and self.path(RUN).is_file():
+            sessions = json.loads(self.path(RUN).read_text(encoding="utf-8"))["sessions"]
+        sessions.append(
+            {
+                "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "first_epoch": first,
+                "changed": self.changed,
+                **environment(_describe_device(self.device)),
+            }
+        )
+        ds = self.dataset
+        pathway = getattr(self.rule, "pathway", None)
+        record = {
+            # the error pathway the rule built (``rule.pathway: null`` picks a preset by model)
+            "pathway": [list(e) for e in pathway.edges] if isinstance(pathway, Pathway) else None,
+            "data": {
+                "name": ds.name,
+                "source": ds.source,
+                "sizes": {"train": len(ds.train), "val": len(ds.val), "test": len(ds.test)},
+                "files": data_files(ds.source),
+            },
+            "sessions": sessions,
+        }
+        _write_json(self.path(RUN), record)
         _write_text(self.path(METRICS), "".join(json.dumps(m) + "\n" for m in self.metrics))
 
     # -- epochs ----------------------------------------------------------------------------
 
+    def _steps_per_epoch(self) -> int:
+        assert self.dataset is not None
+        return math.ceil(len(self.dataset.train) / self.cfg.data.batch_size)
+
+    def _set_lr(self, t: int) -> dict[str, float]:
+        """Set every param group's lr for unit ``t`` of the schedule; ``{group name: lr}``."""
+        assert self.optimizer is not None
+        s, o = self.cfg.schedule, self.cfg.optim
+        per_epoch = 1 if s.per == "epoch" else self._steps_per_epoch()
+        total = s.total or self.cfg.train.epochs * per_epoch
+        factor = lr_factor(s, t, total=total, floor=s.min_lr / o.lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        return {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        """One pass over the shuffled training split; loss/depth/error-norm means and seconds."""
+        """One pass over the shuffled training split; loss/depth/error-norm means, the
+        learning rates (at the first step; and at the last under a per-step schedule), seconds."""
         assert self.rule is not None and self.optimizer is not None and self.dataset is not None
         cfg, rule, opt, device = self.cfg, self.rule, self.optimizer, self.device
         split = self.dataset.train
+        per_step = cfg.schedule.per == "step"
+        steps = self._steps_per_epoch()
         generator = torch.Generator().manual_seed(_epoch_seed(cfg.train.seed, epoch))
         batches = iterate_minibatches(split, cfg.data.batch_size, shuffle=True, generator=generator)
+        first_t = (epoch - 1) * steps if per_step else epoch - 1
+        lrs = self._set_lr(first_t)
         loss_sum = torch.zeros((), device=device)
         depth_sum: Tensor | float = 0.0
         norm_sums: dict[int, Tensor] = {}
@@ -580,13 +753,15 @@ class Trainer:
         _sync(device)
         start = time.perf_counter()
         with tqdm(
-            total=math.ceil(len(split) / cfg.data.batch_size),
+            total=steps,
             desc=f"epoch {epoch}/{cfg.train.epochs}",
             unit="batch",
             leave=False,
             disable=None if self.progress else True,
         ) as bar:
             for step, (x, y) in enumerate(batches, start=1):
+                if per_step and step > 1:
+                    last_lrs = self._set_lr(first_t + step - 1)
                 opt.zero_grad()
                 stats = rule.compute_grads(x, y)
                 opt.step()
@@ -608,12 +783,16 @@ class Trainer:
             + [norm_sums[ell].to(loss_sum.dtype) for ell in layers]
         )
         means = (values / max(count, 1)).tolist()  # the epoch's one sync
-        return {
+        record = {
             "loss": means[0],
             "depth": means[1],
             "error_norms": {str(ell): v for ell, v in zip(layers, means[2:], strict=True)},
+            "lr": lrs,
             "seconds": seconds,
         }
+        if per_step:
+            record["lr_last"] = last_lrs if steps > 1 else lrs
+        return record
 
     def _evaluate_all(self, record: dict[str, Any]) -> Evaluation:
         """Add train/val/test errors (and top-5) to ``record``; returns the test evaluation."""
@@ -627,7 +806,7 @@ class Trainer:
         assert ev is not None
         return ev
 
-    def _save_checkpoint(self, epoch: int) -> None:
+    def _save_checkpoint(self, epoch: int, name: str = CHECKPOINT) -> None:
         assert self.rule is not None and self.optimizer is not None and self.dataset is not None
         state = {
             "rule": self.rule.state_dict(),
@@ -643,13 +822,21 @@ class Trainer:
             "rng": _rng_state(self.device),
             "metrics": self.metrics,
         }
-        _atomic_write(self.path(CHECKPOINT), lambda tmp: torch.save(state, tmp))
-        self.saved_epoch = epoch
+        _atomic_write(self.path(name), lambda tmp: torch.save(state, tmp))
+        if name == CHECKPOINT:
+            self.saved_epoch = epoch
+
+    @property
+    def best_by(self) -> str:
+        """The metric the best epoch and early stopping go by."""
+        assert self.dataset is not None
+        return "val_error" if len(self.dataset.val) > 0 else "train_error"
 
     # -- the run ---------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Train (or continue) to ``train.epochs``; write every output; return the summary.
+        """Train (or continue) to ``train.epochs`` or an early stop; write every output; return
+        the summary.
 
         Raises:
             TrainingInterrupted: on Ctrl-C; the last checkpoint stays on disk.
@@ -660,17 +847,25 @@ class Trainer:
         with _runtime(self.cfg.train, self.device):
             first = self._setup(ckpt)
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._start_outputs()
+            self._start_outputs(first)
             test_eval = None
             epochs, every = self.cfg.train.epochs, self.cfg.train.checkpoint_every
+            patience, by = self.cfg.train.patience, self.best_by
             try:
                 for epoch in range(first, epochs + 1):
+                    if _early_stop(self.metrics, by, patience):
+                        break
                     record = {"epoch": epoch, **self._train_epoch(epoch)}
+                    if epoch == first and self.changed:
+                        record["resumed"] = {"changed": self.changed}
                     test_eval = self._evaluate_all(record)
                     self.metrics.append(record)
                     with open(self.path(METRICS), "a", encoding="utf-8") as handle:
                         handle.write(json.dumps(record) + "\n")
-                    if epoch % every == 0 or epoch == epochs:
+                    if _best(self.metrics, by)["epoch"] == epoch:
+                        self._save_checkpoint(epoch, BEST)
+                    stop = _early_stop(self.metrics, by, patience)
+                    if epoch % every == 0 or epoch == epochs or stop:
                         self._save_checkpoint(epoch)
                     if self.on_epoch is not None:
                         self.on_epoch(record)
@@ -686,13 +881,14 @@ class Trainer:
         assert self.rule is not None and self.dataset is not None
         ds, last = self.dataset, self.metrics[-1]
         error_keys = [k for k in last if k.endswith("_error")]
-        has_val = len(ds.val) > 0
-        by = "val_error" if has_val else "train_error"
-        best = min(self.metrics, key=lambda m: (m[by], m["epoch"]))
+        by = self.best_by
+        best = _best(self.metrics, by)
+        stopped = last["epoch"] < self.cfg.train.epochs
         summary = {
             "rule": self.cfg.rule["name"],
             "model": self.cfg.model["name"],
             "epochs": last["epoch"],
+            "stopped_early": stopped,
             "final": {k: last[k] for k in error_keys},
             "best": {"by": by, "epoch": best["epoch"], **{k: best[k] for k in error_keys}},
             "seconds_per_epoch": statistics.median(m["seconds"] for m in self.metrics),
@@ -714,6 +910,7 @@ class Trainer:
                 "torch": torch.__version__,
                 "python": platform.python_version(),
             },
+            "config": self.cfg.to_dict(),
             "out_dir": str(self.out_dir),
         }
         _write_json(self.path(SUMMARY), summary)
@@ -723,16 +920,33 @@ class Trainer:
 
 
 def fit(
-    cfg: Config,
-    out_dir: str | os.PathLike[str],
+    config: Config | Mapping[str, Any] | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
     *,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg`` into the run folder ``out_dir``; returns the summary (see :class:`Trainer`)."""
+    """Train ``config`` into the run folder ``out_dir``; returns the summary (see :class:`Trainer`).
+
+    Args:
+        config: a :class:`~reclra.config.Config`, a mapping of sections (missing keys keep
+            their defaults), or the path of a YAML config file (e.g. a run's ``config.yaml``).
+        out_dir: the run folder (None: :func:`default_run_dir`).
+    """
+    if isinstance(config, (str, os.PathLike)):
+        cfg = load_config(config)
+    elif isinstance(config, Config):
+        cfg = config
+    else:
+        cfg = Config.from_dict(config)
     trainer = Trainer(
-        cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress, on_epoch=on_epoch
+        cfg,
+        default_run_dir(cfg) if out_dir is None else out_dir,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        on_epoch=on_epoch,
     )
     return trainer.run()
