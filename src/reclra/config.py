@@ -195,6 +195,9 @@ class OptimConfig:
     )
     eps: float = option(1e-8, _number(0.0, strict=True), "denominator term (adam/adamw/rmsprop)")
     alpha: float = option(0.99, _number(0.0, below=1.0), "rmsprop smoothing constant")
+    fused: bool = option(
+        True, _flag, "torch's fused kernel for adam/adamw/sgd (else its foreach form)"
+    )
 
 
 @dataclass

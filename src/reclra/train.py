@@ -421,15 +421,18 @@ def _param_groups(cfg: Config, rule: Rule) -> list[dict[str, Any]]:
 def _make_optimizer(cfg: Config, rule: Rule) -> torch.optim.Optimizer:
     o = cfg.optim
     groups = _param_groups(cfg, rule)
+    kernel = {"fused": True} if o.fused else {"foreach": True}  # rmsprop has no fused form
     if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return torch.optim.SGD(
+            groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **kernel
+        )
     if o.name == "rmsprop":
         return torch.optim.RMSprop(
             groups, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum,
-            weight_decay=o.weight_decay,
+            weight_decay=o.weight_decay, foreach=True,
         )  # fmt: skip
     adam = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-    return adam(groups, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    return adam(groups, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, **kernel)
 
 
 def _registry_defaults(registry: Registry[Any], section: dict[str, Any]) -> dict[str, Any]:
