@@ -30,10 +30,10 @@ def output_error(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
     ``logits``: (B, C) pre-activation of the output layer; ``labels``: (B,) class indices.
     """
-    probs = torch.softmax(logits, dim=1)  # (B, C)
-    e = probs.clone()
-    e[torch.arange(labels.shape[0], device=labels.device), labels] -= 1.0
-    loss = torch.nn.functional.cross_entropy(logits, labels)
+    log_probs = torch.log_softmax(logits, dim=1)  # (B, C), one pass for the error and the loss
+    loss = torch.nn.functional.nll_loss(log_probs, labels)  # = cross_entropy(logits, labels)
+    e = log_probs.exp_()  # softmax(h_L), in place
+    e.scatter_add_(1, labels[:, None], e.new_full((labels.shape[0], 1), -1.0))  # − onehot(y)
     return e, loss
 
 

@@ -175,6 +175,17 @@ class LocalRule(Rule):
         return float(len(self.levels()) - 1)
 
     def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
+        step, updates = self.walk(x, y)
+        norms = {
+            i: error_norm(u.error) if u.norm is None else u.norm
+            for i, u in updates.items()
+            if u.error is not None
+        }
+        return StepStats(loss=step.loss, error_norms=norms, depth=self.depth(updates))
+
+    def walk(self, x: Tensor, y: Tensor) -> tuple[Step, dict[int, LayerUpdate]]:
+        """One step as :meth:`compute_grads` takes it (``.grad`` filled), returning what the
+        step saw and every layer's update (error neurons included) for analyses."""
         self.check_batch(x, y)
         with torch.no_grad():
             trace = self.record(x)
@@ -187,9 +198,4 @@ class LocalRule(Rule):
                 device=x.device,
                 level_work=partial(self.level_work, step),
             )
-        norms = {
-            i: error_norm(u.error) if u.norm is None else u.norm
-            for i, u in updates.items()
-            if u.error is not None
-        }
-        return StepStats(loss=loss, error_norms=norms, depth=self.depth(updates))
+        return step, updates

@@ -4,8 +4,8 @@ On the ``skip`` pathway every hidden layer ``i`` reads the output's error ``e_L`
 whole level below the root is a handful of batched kernels whatever the depth. With the hidden
 layers of one width ``n`` stacked as ``(k, B, n)`` (``k = L − 1``)::
 
-    D = e_L E_stackᵀ                       one batched GEMM: every d_i = E_{L→i} e_L
-    Y = f(H − β D),  Err = Z − Y           elementwise, all layers at once (eqs. 3–4)
+    Y = f(H − β e_L E_stackᵀ)              one batched GEMM adding onto H: every h_i − β d_i
+    Err = Z − Y                            elementwise, all layers at once (eqs. 3–4)
     ΔW_1 = Err_1ᵀ x / B                    one GEMM
     ΔW_{2..k} = Err_{2..k}ᵀ Z_{1..k−1} / B  one batched GEMM (the inputs are views of Z)
     Δb = Σ_b Err / B                        one reduction
@@ -144,25 +144,27 @@ class DenseSkipKernel:
         if H.data_ptr() != trace.h[1].data_ptr():
             return None  # not a trace of this kernel (a step recorded elsewhere)
         B = e_L.shape[0]
+        k = len(self.hidden)
         E_stack = self._synapse_stack()  # (k, n, n_L)
-        torch.matmul(e_L, E_stack.transpose(1, 2), out=D)  # d_i = E_{L→i} e_L, (k, B, n)
-        torch.mul(D, rule.beta, out=Y)
-        torch.sub(H, Y, out=Y)  # h_i − β d_i
+        e_k = e_L.expand(k, *e_L.shape)  # (k, B, n_L), a view
+        # h_i − β E_{L→i} e_L for every layer in one batched GEMM that adds onto H
+        torch.baddbmm(H, e_k, E_stack.transpose(1, 2), beta=1.0, alpha=-rule.beta, out=Y)
         f = net.layer(1).activation.f
         if all(net.layer(i).activation.f is f for i in self.hidden) and f in _INTO:
             _INTO[f](Y, out=Y)  # y_i = f(h_i − β d_i)
         else:
-            for k, i in enumerate(self.hidden):
-                Y[k].copy_(net.layer(i).activation.f(Y[k]))
+            for j, i in enumerate(self.hidden):
+                Y[j].copy_(net.layer(i).activation.f(Y[j]))
         err = torch.sub(Z, Y, out=Y)  # e_i = z_i − y_i, (k, B, n), in place of y
         norm = torch.linalg.vector_norm(err, dim=2).mean(1)  # mean ‖e_i‖, (k,)
-        x, k = trace.inp[1], len(self.hidden)
+        x = trace.inp[1]
         if rule.epsilon > 0:  # adaptive depth: only the layers whose error reaches ε learn
             active = [j for j, v in enumerate(norm.tolist()) if v >= rule.epsilon]
         else:
             active = list(range(k))
         cotangent = None
-        if rule.synapses.learnable:
+        if rule.synapses.learnable:  # d_i itself is needed only here (eq. 6's cotangent)
+            torch.matmul(e_L, E_stack.transpose(1, 2), out=D)  # d_i = E_{L→i} e_L, (k, B, n)
             cotangent = rule.gamma * rule.synapses.cotangent(D, Z)  # on d_i, (k, B, n)
         if len(active) == k:  # every layer at once: ΔW_i = mean e_i z_{i−1}ᵀ (inputs: Z shifted)
             dW = [_gemm(err[0].t(), x, 1.0 / B)]  # (n, D)
