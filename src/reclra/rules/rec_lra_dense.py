@@ -12,7 +12,9 @@ layers of one width ``n`` stacked as ``(k, B, n)`` (``k = L − 1``)::
     ΔE_{L→i} = γ cot_iᵀ e_L / B            one batched GEMM (learnable synapses)
 
 The forward pass writes ``h`` and ``z`` straight into stacked buffers kept between steps (per
-batch size, device and dtype), so no activation is copied and no buffer is allocated per step;
+batch size, device and dtype), so no activation is copied and no buffer is allocated per step
+(the level then turns ``h`` into the targets and the errors in place: the trace's ``h`` of the
+hidden layers is scratch once the level has run);
 the directions are fresh tensors (they become ``.grad``). No autograd is involved. The maths is
 that of the layer-by-layer walk (:meth:`RecLRA.layer_work`): the two agree to float rounding
 (batched and single GEMMs may round differently), which the tests check.
@@ -81,12 +83,12 @@ class DenseSkipKernel:
     # -- buffers ------------------------------------------------------------------------------
 
     def _stacks(self, like: Tensor) -> dict[str, Tensor]:
-        """``H``, ``Z``, ``D``, ``Y`` of shape ``(k, B, n)`` for this batch (kept between steps)."""
+        """``H``, ``Z``, ``D`` of shape ``(k, B, n)`` for this batch (kept between steps)."""
         key = (like.shape[0], like.device, like.dtype)
         bufs = self._buffers.get(key)
         if bufs is None:
             shape = (len(self.hidden), like.shape[0], self.width)  # (k, B, n)
-            bufs = {name: like.new_empty(shape) for name in ("H", "Z", "D", "Y")}
+            bufs = {name: like.new_empty(shape) for name in ("H", "Z", "D")}
             bufs["H_k"], bufs["Z_k"] = bufs["H"].unbind(0), bufs["Z"].unbind(0)  # (B, n) views
             if len(self._buffers) >= 2:  # the full batch size and the last, smaller batch
                 self._buffers.pop(next(iter(self._buffers)))
@@ -140,15 +142,16 @@ class DenseSkipKernel:
         rule, net, trace = self.rule, self.rule.net, step.trace
         e_L = done[self.L].error  # (B, n_L)
         bufs = self._stacks(e_L)
-        H, Z, D, Y = bufs["H"], bufs["Z"], bufs["D"], bufs["Y"]
+        H, Z, D = bufs["H"], bufs["Z"], bufs["D"]
         if H.data_ptr() != trace.h[1].data_ptr():
             return None  # not a trace of this kernel (a step recorded elsewhere)
         B = e_L.shape[0]
         k = len(self.hidden)
         E_stack = self._synapse_stack()  # (k, n, n_L)
         e_k = e_L.expand(k, *e_L.shape)  # (k, B, n_L), a view
-        # h_i − β E_{L→i} e_L for every layer in one batched GEMM that adds onto H
-        torch.baddbmm(H, e_k, E_stack.transpose(1, 2), beta=1.0, alpha=-rule.beta, out=Y)
+        # h_i − β E_{L→i} e_L for every layer in one batched GEMM adding onto H in place: the
+        # step reads h no more, so its buffer holds the targets, then the errors
+        Y = H.baddbmm_(e_k, E_stack.transpose(1, 2), alpha=-rule.beta)
         f = net.layer(1).activation.f
         if all(net.layer(i).activation.f is f for i in self.hidden) and f in _INTO:
             _INTO[f](Y, out=Y)  # y_i = f(h_i − β d_i)
