@@ -22,9 +22,12 @@ A rule is named with its options, ``name[:key=value,...]`` (``rec-lra:fused=fals
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -157,6 +160,20 @@ def step_flops(step: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C++ writes included) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def step_peak_bytes(step: Callable[[], object], device: torch.device) -> int:
     """Bytes a call of ``step`` allocates at its peak above what was resident before it."""
     if device.type == "cuda":
@@ -168,8 +185,14 @@ def step_peak_bytes(step: Callable[[], object], device: torch.device) -> int:
         return max(0, torch.cuda.max_memory_allocated(device) - before)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr():  # the profiler's own start/stop lines, printed by its C++ side
+        prof.start()
+    try:
         step()
+    finally:
+        with _quiet_stderr():
+            prof.stop()
     events = sorted(  # each op's own net allocation (children excluded) and the frees after it
         (e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
     )
