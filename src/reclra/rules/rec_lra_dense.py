@@ -151,7 +151,7 @@ class DenseSkipKernel:
         e_k = e_L.expand(k, *e_L.shape)  # (k, B, n_L), a view
         # h_i − β E_{L→i} e_L for every layer in one batched GEMM adding onto H in place: the
         # step reads h no more, so its buffer holds the targets, then the errors
-        Y = H.baddbmm_(e_k, E_stack.transpose(1, 2), alpha=-rule.beta)
+        Y = torch.baddbmm(H, e_k, E_stack.transpose(1, 2), alpha=-rule.beta, out=H)
         f = net.layer(1).activation.f
         if all(net.layer(i).activation.f is f for i in self.hidden) and f in _INTO:
             _INTO[f](Y, out=Y)  # y_i = f(h_i − β d_i)
