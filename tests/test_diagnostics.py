@@ -65,3 +65,23 @@ def test_skip_pathway_errors_have_the_rank_of_the_output():
     assert rows[0].error_rank <= 2.0 + 1e-6 and rows[1].error_rank <= 2.0 + 1e-6
     with pytest.raises(TypeError, match="local rule"):
         diagnose(build_rule("backprop", net), torch.randn(2, 20), torch.tensor([0, 1]))
+
+
+def test_chain_with_transposed_synapses_and_small_beta_is_backprop_per_level():
+    """Issue 7's derivation: on `chain` with E_{i+1→i} = W_{i+1}ᵀ, e_i ≈ β φ′(h_i) ⊙ Wᵀ e_{i+1},
+    i.e. backprop's error scaled by β per level — so every layer's direction points along
+    backprop's gradient (0°), with norms shrinking by β per level."""
+    torch.manual_seed(0)
+    net = build_model("mlp", input_shape=(6,), num_classes=3, hidden=[5, 5, 4]).double()
+    beta = 1e-3
+    rule = build_rule("rec-lra", net, pathway="chain", beta=beta).double()
+    with torch.no_grad():
+        for ell in range(1, net.num_layers):
+            rule.E[f"{ell + 1}->{ell}"].copy_(net.layer(ell + 1).op.weight.t())
+    x, y = torch.randn(9, 6, dtype=torch.float64), torch.randint(0, 3, (9,))
+    rows = diagnose(rule, x, y)
+    L = net.num_layers
+    for row in rows:
+        assert row.angle == pytest.approx(0.0, abs=0.2), row
+        ratio = row.update_norm / row.gradient_norm
+        assert ratio == pytest.approx(beta ** (L - row.layer), rel=1e-2)
