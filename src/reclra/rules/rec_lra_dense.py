@@ -58,6 +58,12 @@ class DenseSkipKernel:
         self.hidden = tuple(range(1, self.L))  # the level below the root, in order
         self.width = net.layer(1).size
         self.keys = tuple(f"{self.L}->{i}" for i in self.hidden)
+        # looked up once, as an optimizer holds its parameters: (W_i, b_i) and f_i per layer
+        self._params = tuple((net.layer(i).op.weight, net.layer(i).op.bias) for i in self.hidden)
+        self._fs = tuple(net.layer(i).activation.f for i in self.hidden)
+        common = self._fs[0]
+        self._f_into = _INTO.get(common) if all(f is common for f in self._fs) else None
+        self._out = net.layer(self.L)
         self._buffers: dict[tuple, dict[str, Tensor]] = {}
         self._fixed_stack: tuple[tuple, Tensor] | None = None
 
@@ -112,22 +118,19 @@ class DenseSkipKernel:
 
     def record(self, x: Tensor) -> Trace:
         """The forward pass into the stacked buffers, as a :class:`Trace` of views."""
-        net = self.rule.net
         z = x.flatten(1)
         bufs = self._stacks(z)
         H_k, Z_k = bufs["H_k"], bufs["Z_k"]
         inp, hs = [None, z], [None]
-        for k, i in enumerate(self.hidden):
-            layer = net.layer(i)
-            op, f = layer.op, layer.activation.f
-            torch.addmm(op.bias, z, op.weight.t(), out=H_k[k])  # h_i = W_i z_{i−1} + b_i
-            if f in _INTO:
-                _INTO[f](H_k[k], out=Z_k[k])
+        for k, ((W, b), f) in enumerate(zip(self._params, self._fs, strict=True)):
+            torch.addmm(b, z, W.t(), out=H_k[k])  # h_i = W_i z_{i−1} + b_i
+            if self._f_into is not None:
+                self._f_into(H_k[k], out=Z_k[k])
             else:
                 Z_k[k].copy_(f(H_k[k]))
             z = Z_k[k]
             inp.append(z), hs.append(H_k[k])
-        out = net.layer(self.L)
+        out = self._out
         h_L = out(z)  # inp[ℓ] = z*_{ℓ−1}: the input, then every stacked z
         zs = [None, *Z_k, out.activation.f(h_L)]
         none = [None] * (self.L + 1)
@@ -139,7 +142,7 @@ class DenseSkipKernel:
         """Every hidden layer's update in batched kernels (``None`` for the root level)."""
         if sorted(level) != list(self.hidden):
             return None
-        rule, net, trace = self.rule, self.rule.net, step.trace
+        rule, trace = self.rule, step.trace
         e_L = done[self.L].error  # (B, n_L)
         bufs = self._stacks(e_L)
         H, Z, D = bufs["H"], bufs["Z"], bufs["D"]
@@ -152,12 +155,11 @@ class DenseSkipKernel:
         # h_i − β E_{L→i} e_L for every layer in one batched GEMM adding onto H in place: the
         # step reads h no more, so its buffer holds the targets, then the errors
         Y = torch.baddbmm(H, e_k, E_stack.transpose(1, 2), alpha=-rule.beta, out=H)
-        f = net.layer(1).activation.f
-        if all(net.layer(i).activation.f is f for i in self.hidden) and f in _INTO:
-            _INTO[f](Y, out=Y)  # y_i = f(h_i − β d_i)
+        if self._f_into is not None:
+            self._f_into(Y, out=Y)  # y_i = f(h_i − β d_i)
         else:
-            for j, i in enumerate(self.hidden):
-                Y[j].copy_(net.layer(i).activation.f(Y[j]))
+            for j, f in enumerate(self._fs):
+                Y[j].copy_(f(Y[j]))
         err = torch.sub(Z, Y, out=Y)  # e_i = z_i − y_i, (k, B, n), in place of y
         norm = torch.linalg.vector_norm(err, dim=2).mean(1)  # mean ‖e_i‖, (k,)
         x = trace.inp[1]
@@ -185,16 +187,14 @@ class DenseSkipKernel:
                 if cotangent is not None:
                     dE[j] = _gemm(cotangent[j].t(), e_L, 1.0 / B)
         updates = {}
-        norms = norm.unbind(0)
-        for j in range(k):
-            i = self.hidden[j]
+        norms, errors, synapses = norm.unbind(0), err.unbind(0), rule.E
+        for j, (i, (W, b)) in enumerate(zip(self.hidden, self._params, strict=True)):
             directions = ()
             if j in active:
-                op = net.layer(i).op
-                directions = ((op.weight, dW[j]), (op.bias, db[j]))
+                directions = ((W, dW[j]), (b, db[j]))
                 if cotangent is not None:
-                    directions += ((rule.E[self.keys[j]], dE[j]),)
-            updates[i] = LayerUpdate(err[j], directions, norm=norms[j])
+                    directions += ((synapses[self.keys[j]], dE[j]),)
+            updates[i] = LayerUpdate(errors[j], directions, norm=norms[j])
         return [updates[i] for i in level]
 
 
