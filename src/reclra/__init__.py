@@ -22,6 +22,7 @@ _SUBMODULES = (
     "config",
     "convert",
     "data",
+    "errors",
     "executors",
     "functional",
     "layers",

@@ -3,8 +3,12 @@ and ``bench``.
 
 Configs are layered as defaults < ``--config FILE.yaml`` < explicit flags (``--rule``,
 ``--epochs``, …) < ``--set section.key=value`` (repeatable). Bad input (unknown names, malformed
-overrides, missing or corrupt files, shapes that do not fit) is reported as one line
-``reclra: error: …`` on stderr with exit code 2; Ctrl-C exits with 130 after saying how to resume.
+overrides, missing or corrupt files, shapes that do not fit, a run that diverged: every
+:class:`~reclra.errors.ReclraError`) and failures of the system (a full disk, a file that cannot
+be written) are reported as one line ``reclra: error: …`` on stderr with exit code 2
+(``--debug``: with the traceback). Anything else is a bug in reclra: it is reported as one, with
+its traceback, and exit code 1. Ctrl-C (exit 130) and SIGTERM (exit 143) say how to resume; a
+closed output pipe (``reclra eval … | head``) ends quietly.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,7 @@ from reclra.config import (
     parse_override,
 )
 from reclra.data import DatasetNotFound, dataset_names, locate_dataset
+from reclra.errors import ReclraError
 from reclra.models import MODELS
 from reclra.provenance import git_commit
 from reclra.rules import RULES
@@ -249,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Train networks without backprop (rec-LRA, LRA) and baselines."
     )
     parser.add_argument("--version", action=_Version)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (and raise it)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_options = _run_options()
 
@@ -545,13 +555,40 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+#: Exit status of a run stopped by a signal: 128 + its number.
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``reclra`` command; returns the exit status (0, 2 bad input, 130 interrupted)."""
+    """Run the ``reclra`` command; returns the exit status (0; 1 a bug in reclra; 2 bad input
+    or a failure of the system; 130/143 interrupted by SIGINT/SIGTERM)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or argparse's own usage errors
         return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return _run(args)
+    except BrokenPipeError:  # the reader went away (`reclra eval … | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141
+    except (ReclraError, OSError) as exc:  # bad input, or the system (disk full, permissions)
+        if args.debug:
+            traceback.print_exc()
+        _error(str(exc) or type(exc).__name__)
+        return 2
+    except Exception:  # anything else is a bug in reclra, not bad input
+        traceback.print_exc()
+        _error(
+            "internal error: this is a bug in reclra, not in your input; please report it with "
+            "the traceback above and the command line"
+        )
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with interruptions turned into a note and their exit status."""
     try:
         return args.func(args)
     except SweepInterrupted as exc:
@@ -561,18 +598,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     except TrainingInterrupted as exc:
+        run = exc.checkpoint.parent
         if exc.epoch is None:
-            _note("interrupted before the first checkpoint; nothing to resume")
+            _note(f"{exc.signal}: interrupted before the first checkpoint; nothing to resume")
         else:
-            run = exc.checkpoint.parent
+            where = (
+                f"epoch {exc.epoch}"
+                if not exc.step
+                else f"step {exc.step} of epoch {exc.epoch + 1}"
+            )
             _note(
-                f"interrupted; epoch {exc.epoch} is saved in {exc.checkpoint}. Resume with: "
+                f"{exc.signal}: stopped; {where} is saved in {exc.checkpoint}. Resume with: "
                 f"reclra train --resume --out {run}"
             )
-        return 130
+        return SIGNAL_EXIT.get(exc.signal, 130)
     except KeyboardInterrupt:
         _note("interrupted")
         return 130
-    except (ValueError, OSError) as exc:  # ConfigError, DataError, RunError, CheckpointError, …
-        _error(str(exc) or type(exc).__name__)
-        return 2

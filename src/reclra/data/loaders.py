@@ -144,7 +144,7 @@ def load_cifar10_raw(
     """
     if preprocess not in _CIFAR10_PREPROCESSING:
         choices = ", ".join(repr(choice) for choice in _CIFAR10_PREPROCESSING)
-        raise ValueError(f"cifar10: preprocess must be one of {choices}, got {preprocess!r}")
+        raise DataError(f"cifar10: preprocess must be one of {choices}, got {preprocess!r}")
     folder = locate_dataset("cifar10", data_dir=data_dir, download=download)
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     for name in CIFAR10_FILES:
@@ -207,10 +207,10 @@ def load_imagefolder_raw(
     del download
     image_size = _as_int(image_size, "image_size")
     if image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
+        raise DataError(f"image_size must be >= 1, got {image_size}")
     resize = round(image_size * 256 / 224) if resize is None else _as_int(resize, "resize")
     if resize < image_size:
-        raise ValueError(f"resize must be >= image_size ({image_size}), got {resize}")
+        raise DataError(f"resize must be >= image_size ({image_size}), got {resize}")
     layout = "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg (or .jpeg, .png, .bmp)"
     if data_dir is None:
         raise DatasetNotFound(
