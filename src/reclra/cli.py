@@ -14,6 +14,7 @@ closed output pipe (``reclra eval … | head``) ends quietly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import os
@@ -61,6 +62,7 @@ from reclra.train import (
     CONFIG,
     Trainer,
     TrainingInterrupted,
+    _build,
     default_run_dir,
     evaluate_checkpoint,
     select_device,
@@ -260,11 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the traceback of an error (and raise it)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    debug = argparse.ArgumentParser(add_help=False)  # `reclra train --debug` works too
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show "
+                       "the traceback of an error")  # fmt: skip
     run_options = _run_options()
 
     train = sub.add_parser(
         "train",
-        parents=[run_options],
+        parents=[run_options, debug],
         help="train one rule",
         description="Train one rule. With --resume and no --config, the run's config.yaml is "
         "the base config (so `reclra train --resume --out DIR --epochs 20` continues a run).",
@@ -274,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint", description="Evaluate a checkpoint.")
+    ev = sub.add_parser(
+        "eval", parents=[debug], help="evaluate a checkpoint", description="Evaluate a checkpoint."
+    )
     ev.add_argument("checkpoint", type=Path, help="a run's checkpoint.pt")
     ev.add_argument("--dataset", help="evaluate on another dataset of the same shape")
     ev.add_argument("--data-dir", help="folder searched first for the data files")
@@ -282,13 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the full result as JSON")
     ev.set_defaults(func=_cmd_eval)
 
-    ls = sub.add_parser("list", help="list rules, models, datasets and activations")
+    ls = sub.add_parser(
+        "list", parents=[debug], help="list rules, models, datasets and activations"
+    )
     ls.set_defaults(func=_cmd_list)
 
     sweep = sub.add_parser(
         "sweep",
         aliases=["compare"],
-        parents=[run_options],
+        parents=[run_options, debug],
         help="train a grid of rules × variants × seeds and tabulate it",
         description="Train every rule (--rules) and named variant (--variant) for every seed "
         "(--seeds), each in OUT/VARIANT/sSEED/, on the same model and data, and write one table "
@@ -321,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
+        parents=[debug],
         help="time training steps of several rules side by side",
         description="Time full training steps (zero_grad, compute_grads, optimizer step) of "
         "several rules on the same model and random data, in interleaved rounds; prints per rule "
@@ -505,13 +515,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"bench: {exc} (--rules a,b:key=value,… --batch-size 32,50 --input-shape 1,28,28)"
         ) from None
-    for spec in specs:
-        RULES.get(spec.name)  # unknown names fail before anything is built
     cfg = Config(model={"name": args.model})
     for text in args.set:
         if parse_override(text)[0] != "model":
             raise ConfigError(f"bench: --set takes model options only, got {text!r}")
     cfg = apply_overrides(cfg, args.set)
+    for spec in specs:  # bad names, options and shapes fail before anything is timed
+        rule_cfg = merge_config(cfg, {"rule": {"name": spec.name, **spec.options}})
+        _build(rule_cfg, shape, args.classes)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -570,8 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except BrokenPipeError:  # the reader went away (`reclra eval … | head`): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        with contextlib.suppress(OSError, ValueError):  # stdout may have no file descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 141
     except (ReclraError, OSError) as exc:  # bad input, or the system (disk full, permissions)
         if args.debug:

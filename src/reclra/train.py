@@ -62,7 +62,7 @@ from reclra.config import (
     load_config,
     merge_config,
 )
-from reclra.data import Dataset, Split, iterate_minibatches, load_dataset
+from reclra.data import Dataset, Split, dataset_shape, iterate_minibatches, load_dataset
 from reclra.errors import ReclraError
 from reclra.models import MODELS, LayeredNet, build_model
 from reclra.pathway import Pathway
@@ -389,9 +389,12 @@ def _runtime(train: TrainConfig, device: torch.device) -> Iterator[None]:
 
 
 def _build(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> Rule:
-    """Model and rule from the config. Option types were checked by :func:`resolve_config`; a
-    builder's own argument check (a ``ValueError``: β ≤ 0, a pathway with a cycle, sizes that
-    do not fit the data) becomes a :class:`ConfigError` naming the model or rule."""
+    """The rule (and its model, ``rule.net``) of ``cfg`` for data of this shape.
+
+    Option types are checked first (see :meth:`reclra.registry.Registry.check`); a builder's
+    own argument check (a ``ValueError``: β ≤ 0, a pathway with a cycle, sizes that do not fit
+    the data) becomes a :class:`ConfigError` naming the model or rule.
+    """
     model_name, rule_name = cfg.model["name"], cfg.rule["name"]
     try:
         net = build_model(
@@ -1119,6 +1122,9 @@ class Trainer:
                 folder, checkpoint, data or options (before any training).
         """
         ckpt = self._check_folder()
+        shape = dataset_shape(self.cfg.data.dataset)
+        if shape is not None:  # the builders' own checks, before the data are loaded
+            _build(self.cfg, *shape)
         created = self._make_folder()
         with _runtime(self.cfg.train, self.device):
             try:
@@ -1153,7 +1159,10 @@ class Trainer:
                             self._save_checkpoint(epoch)
                         if self.on_epoch is not None:
                             self.on_epoch(record)
+                        signalled = self._stop.signal  # (or during on_epoch)
                         if signalled is not None and epoch < epochs:
+                            if self.saved_epoch != epoch:
+                                self._save_checkpoint(epoch)
                             raise TrainingInterrupted(
                                 epoch, self.path(CHECKPOINT), signal=signalled
                             )
