@@ -323,6 +323,11 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         _fsync(path.parent)
 
 
+def _is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file of :func:`_atomic_write` or the write probe."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def _write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
@@ -783,7 +788,7 @@ class Trainer:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise RunError(f"run folder {self.out_dir} is a file, not a folder; choose another")
         if not self.resume:
-            held = sorted(p.name for p in self.out_dir.iterdir()) if self.out_dir.is_dir() else []
+            held = [p.name for p in self._files() if not _is_temporary(p.name)]
             if not held or self.overwrite:
                 return None
             if ckpt_path.exists() or CONFIG in held:
@@ -833,10 +838,14 @@ class Trainer:
         self.changed = changes
         return ckpt
 
+    def _files(self) -> list[Path]:
+        """The files of the run folder, sorted (none if it does not exist)."""
+        return sorted(self.out_dir.iterdir()) if self.out_dir.is_dir() else []
+
     def _make_folder(self) -> bool:
         """Create the run folder and check that it is writable; whether it was created."""
         created = not self.out_dir.exists()
-        probe = self.out_dir / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        probe = self.out_dir / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             probe.write_bytes(b"")
@@ -877,6 +886,9 @@ class Trainer:
         """Write config.yaml, run.json (a new session) and metrics.jsonl (the checkpoint's
         epochs only); clear old files."""
         assert self.dataset is not None
+        for path in self._files():  # left by a process killed while writing
+            if _is_temporary(path.name):
+                path.unlink(missing_ok=True)
         if self.overwrite:
             for name in (CHECKPOINT, BEST, SUMMARY, CURVE, RUN):
                 self.path(name).unlink(missing_ok=True)
