@@ -20,7 +20,7 @@ from reclra.train import CHECKPOINT, CONFIG, METRICS, fit, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("isolated_data", "one_thread")
 
-KILLS = 4  # this many SIGKILLs
+KILLS = 3  # this many SIGKILLs
 TIME_LIMIT = 60.0  # seconds for the whole test
 EPOCHS = 20  # about 0.1 s each: a run outlives the first kills
 
