@@ -20,9 +20,9 @@ demo: venv
 	$(BIN)/reclra compare --rules rec-lra,backprop --dataset fashion-mnist \
 		--epochs 2 --limit-train 10000 --lr 1e-3 --out runs/demo --overwrite
 
-## Lint, format check and the test suite.
+## Lint, format check and the test suite, with the library's line coverage (at least 90 %).
 test: venv lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov=reclra --cov-report=term-missing:skip-covered --cov-fail-under=90
 
 lint: venv
 	$(BIN)/ruff check .

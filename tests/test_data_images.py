@@ -233,6 +233,7 @@ def test_cifar10_locations(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, origin: str, folder: str
 ) -> None:
     write_cifar(tmp_path / folder)
+    (tmp_path / "d").mkdir(exist_ok=True)  # an existing data_dir without the files: env next
     monkeypatch.setenv("RECLRA_DATA", str(tmp_path / "e"))
     ds = load_dataset(
         "CIFAR-10", data_dir=tmp_path / "d", val_size=5, preprocess="none", download=False

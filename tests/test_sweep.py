@@ -66,7 +66,7 @@ def test_grid_crosses_unnamed_variants_with_the_rules(tmp_path: Path) -> None:
     assert two[3].config.rule["name"] == "dfa" and two[3].config.optim.lr == 0.1
     with pytest.raises(ConfigError, match="two variants are named fa"):
         build_grid(base, tmp_path, rules=["fa"], variants=[Variant("fa", [("optim", "lr", 1.0)])])
-    with pytest.raises(ConfigError, match="variant x: rule 'fa' takes no option beta"):
+    with pytest.raises(ConfigError, match="variant x: unknown option\\(s\\) beta for rule 'fa'"):
         build_grid(base, tmp_path, variants=[parse_variant("x:rule.name=fa,rule.beta=1")])
 
 

@@ -23,6 +23,7 @@ _SUBMODULES = (
     "convert",
     "data",
     "diagnostics",
+    "errors",
     "executors",
     "functional",
     "layers",

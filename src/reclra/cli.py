@@ -3,17 +3,24 @@ and ``bench``.
 
 Configs are layered as defaults < ``--config FILE.yaml`` < explicit flags (``--rule``,
 ``--epochs``, …) < ``--set section.key=value`` (repeatable). Bad input (unknown names, malformed
-overrides, missing or corrupt files, shapes that do not fit) is reported as one line
-``reclra: error: …`` on stderr with exit code 2; Ctrl-C exits with 130 after saying how to resume.
+overrides, missing or corrupt files, shapes that do not fit, a run that diverged: every
+:class:`~reclra.errors.ReclraError`) and failures of the system (a full disk, a file that cannot
+be written) are reported as one line ``reclra: error: …`` on stderr with exit code 2
+(``--debug``: with the traceback). Anything else is a bug in reclra: it is reported as one, with
+its traceback, and exit code 1. Ctrl-C (exit 130) and SIGTERM (exit 143) say how to resume; a
+closed output pipe (``reclra eval … | head``) ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
+import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,7 @@ from reclra.config import (
     parse_override,
 )
 from reclra.data import DatasetNotFound, dataset_names, locate_dataset
+from reclra.errors import ReclraError
 from reclra.models import MODELS
 from reclra.provenance import git_commit
 from reclra.rules import RULES
@@ -54,6 +62,7 @@ from reclra.train import (
     CONFIG,
     Trainer,
     TrainingInterrupted,
+    _build,
     default_run_dir,
     evaluate_checkpoint,
     select_device,
@@ -249,12 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Train networks without backprop (rec-LRA, LRA) and baselines."
     )
     parser.add_argument("--version", action=_Version)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (and raise it)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    debug = argparse.ArgumentParser(add_help=False)  # `reclra train --debug` works too
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show "
+                       "the traceback of an error")  # fmt: skip
     run_options = _run_options()
 
     train = sub.add_parser(
         "train",
-        parents=[run_options],
+        parents=[run_options, debug],
         help="train one rule",
         description="Train one rule. With --resume and no --config, the run's config.yaml is "
         "the base config (so `reclra train --resume --out DIR --epochs 20` continues a run).",
@@ -264,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint", description="Evaluate a checkpoint.")
+    ev = sub.add_parser(
+        "eval", parents=[debug], help="evaluate a checkpoint", description="Evaluate a checkpoint."
+    )
     ev.add_argument("checkpoint", type=Path, help="a run's checkpoint.pt")
     ev.add_argument("--dataset", help="evaluate on another dataset of the same shape")
     ev.add_argument("--data-dir", help="folder searched first for the data files")
@@ -272,13 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the full result as JSON")
     ev.set_defaults(func=_cmd_eval)
 
-    ls = sub.add_parser("list", help="list rules, models, datasets and activations")
+    ls = sub.add_parser(
+        "list", parents=[debug], help="list rules, models, datasets and activations"
+    )
     ls.set_defaults(func=_cmd_list)
 
     sweep = sub.add_parser(
         "sweep",
         aliases=["compare"],
-        parents=[run_options],
+        parents=[run_options, debug],
         help="train a grid of rules × variants × seeds and tabulate it",
         description="Train every rule (--rules) and named variant (--variant) for every seed "
         "(--seeds), each in OUT/VARIANT/sSEED/, on the same model and data, and write one table "
@@ -311,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
+        parents=[debug],
         help="time training steps of several rules side by side",
         description="Time full training steps (zero_grad, compute_grads, optimizer step) of "
         "several rules on the same model and random data, in interleaved rounds; prints per rule "
@@ -495,13 +515,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"bench: {exc} (--rules a,b:key=value,… --batch-size 32,50 --input-shape 1,28,28)"
         ) from None
-    for spec in specs:
-        RULES.get(spec.name)  # unknown names fail before anything is built
     cfg = Config(model={"name": args.model})
     for text in args.set:
         if parse_override(text)[0] != "model":
             raise ConfigError(f"bench: --set takes model options only, got {text!r}")
     cfg = apply_overrides(cfg, args.set)
+    for spec in specs:  # bad names, options and shapes fail before anything is timed
+        rule_cfg = merge_config(cfg, {"rule": {"name": spec.name, **spec.options}})
+        _build(rule_cfg, shape, args.classes)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -545,13 +566,40 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+#: Exit status of a run stopped by a signal: 128 + its number.
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``reclra`` command; returns the exit status (0, 2 bad input, 130 interrupted)."""
+    """Run the ``reclra`` command; returns the exit status (0; 1 a bug in reclra; 2 bad input
+    or a failure of the system; 130/143 interrupted by SIGINT/SIGTERM)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or argparse's own usage errors
         return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return _run(args)
+    except BrokenPipeError:  # the reader went away (`reclra eval … | head`): stop quietly
+        with contextlib.suppress(OSError, ValueError):  # stdout may have no file descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141
+    except (ReclraError, OSError) as exc:  # bad input, or the system (disk full, permissions)
+        if args.debug:
+            traceback.print_exc()
+        _error(str(exc) or type(exc).__name__)
+        return 2
+    except Exception:  # anything else is a bug in reclra, not bad input
+        traceback.print_exc()
+        _error(
+            "internal error: this is a bug in reclra, not in your input; please report it with "
+            "the traceback above and the command line"
+        )
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with interruptions turned into a note and their exit status."""
     try:
         return args.func(args)
     except SweepInterrupted as exc:
@@ -561,18 +609,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     except TrainingInterrupted as exc:
+        run = exc.checkpoint.parent
         if exc.epoch is None:
-            _note("interrupted before the first checkpoint; nothing to resume")
+            _note(f"{exc.signal}: interrupted before the first checkpoint; nothing to resume")
         else:
-            run = exc.checkpoint.parent
+            where = (
+                f"epoch {exc.epoch}"
+                if not exc.step
+                else f"step {exc.step} of epoch {exc.epoch + 1}"
+            )
             _note(
-                f"interrupted; epoch {exc.epoch} is saved in {exc.checkpoint}. Resume with: "
+                f"{exc.signal}: stopped; {where} is saved in {exc.checkpoint}. Resume with: "
                 f"reclra train --resume --out {run}"
             )
-        return 130
+        return SIGNAL_EXIT.get(exc.signal, 130)
     except KeyboardInterrupt:
         _note("interrupted")
         return 130
-    except (ValueError, OSError) as exc:  # ConfigError, DataError, RunError, CheckpointError, …
-        _error(str(exc) or type(exc).__name__)
-        return 2

@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from reclra.errors import ConfigError
+
 __all__ = [
     "DEVICE_PATTERN",
     "SECTIONS",
@@ -54,12 +56,28 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "poly")
+#: Largest accepted ``optim.lr`` (a larger one is a typo: every rule diverges at once).
+MAX_LR = 10.0
+
+#: Options of ``optim`` and ``schedule`` that only some optimizers / schedules use: setting one
+#: away from its default for another is refused (it would silently do nothing).
+APPLIES_TO: dict[str, dict[str, tuple[str, ...]]] = {
+    "optim": {
+        "momentum": ("sgd", "rmsprop"),
+        "betas": ("adam", "adamw"),
+        "eps": ("adam", "adamw", "rmsprop"),
+        "alpha": ("rmsprop",),
+    },
+    "schedule": {
+        "step_size": ("step",),
+        "gamma": ("step",),
+        "power": ("poly",),
+        "min_lr": ("cosine", "poly"),
+        "total": ("cosine", "poly"),
+    },
+}
 
 _SEQ_TAG = "tag:yaml.org,2002:seq"
-
-
-class ConfigError(ValueError):
-    """A configuration is malformed: unknown section or key, bad value, unreadable file."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,13 +121,17 @@ def _to_float(where: str, value: Any) -> float:
     return float(value)
 
 
-def _number(low: float, *, strict: bool = False, below: float | None = None) -> Check:
+def _number(
+    low: float, *, strict: bool = False, below: float | None = None, most: float | None = None
+) -> Check:
     def check(where: str, value: Any) -> float:
         value = _to_float(where, value)
         if value < low or (strict and value == low):
             raise ConfigError(f"{where} must be {'>' if strict else '>='} {low}, got {value!r}")
         if below is not None and value >= below:
             raise ConfigError(f"{where} must be below {below}, got {value!r}")
+        if most is not None and value > most:
+            raise ConfigError(f"{where} must be at most {most:g}, got {value!r}")
         return value
 
     return check
@@ -181,11 +203,13 @@ class OptimConfig:
     """The ``torch.optim`` optimizer that applies the rule's update directions."""
 
     name: str = option("adam", _choice(*OPTIMIZERS), f"optimizer: {', '.join(OPTIMIZERS)}")
-    lr: float = option(2e-4, _number(0.0, strict=True), "learning rate (of the model's group)")
+    lr: float = option(
+        2e-4, _number(0.0, strict=True, most=MAX_LR), "learning rate (of the model's group)"
+    )
     weight_decay: float = option(
         0.0, _number(0.0), "weight decay (L2 for adam/sgd/rmsprop, decoupled for adamw)"
     )
-    momentum: float = option(0.0, _number(0.0), "momentum (sgd, rmsprop)")
+    momentum: float = option(0.0, _number(0.0, below=1.0), "momentum (sgd, rmsprop)")
     betas: tuple[float, float] = option((0.9, 0.999), _betas, "adam/adamw moment decays")
     synapse_lr_scale: float = option(
         1.0,
@@ -272,6 +296,12 @@ class TrainConfig:
         _integer(1, none_ok=True),
         "early stopping: epochs without a better validation error (null: never stop early)",
     )
+    nonfinite: str = option(
+        "stop",
+        _choice("stop", "skip"),
+        "a non-finite loss, error neuron or update: stop (keeping the last good checkpoint) "
+        "or skip the batch",
+    )
 
 
 def _default_model() -> dict[str, Any]:
@@ -321,6 +351,23 @@ class Config:
             raise ConfigError(
                 f"schedule.min_lr={self.schedule.min_lr} is above optim.lr={self.optim.lr}"
             )
+        return self
+
+    def check_applicable(self) -> Config:
+        """Refuse an ``optim``/``schedule`` option set away from its default where the chosen
+        optimizer or schedule does not use it (:data:`APPLIES_TO`); returns ``self``. Checked on
+        the final config (a run's), not on each layer, so the order of overrides is free."""
+        for name, options in APPLIES_TO.items():
+            section = getattr(self, name)
+            defaults = type(section)()
+            for key, users in options.items():
+                value = getattr(section, key)
+                if section.name not in users and value != getattr(defaults, key):
+                    raise ConfigError(
+                        f"{name}.{key}={_plain(value)!r} does nothing with {name}.name="
+                        f"{section.name} (it applies to {', '.join(users)}); remove it or "
+                        f"choose one of those"
+                    )
         return self
 
 

@@ -2,13 +2,86 @@
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import math
+import types
+import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry"]
+from reclra.errors import ConfigError
+
+__all__ = ["Registry", "describe_type", "matches_type"]
 
 T = TypeVar("T")
+
+_SEQUENCES = (list, tuple, collections.abc.Sequence)
+
+
+def matches_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (plain data, as read from YAML) fits the annotation ``hint``.
+
+    Understood: ``bool``, ``int`` (not bool), ``float`` (finite; ints too), ``str``, ``None``,
+    ``Literal``, unions, ``Sequence[X]``/``list[X]``/``tuple[X, ...]``/``tuple[X, Y]``,
+    ``Mapping``; any other class by ``isinstance``; anything else (``Any``, ``Callable``…) fits.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return number and math.isfinite(value)
+    if origin in _SEQUENCES or hint in _SEQUENCES:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(matches_type, value, args))
+        return not args or all(matches_type(v, args[0]) for v in value)
+    if origin in (dict, collections.abc.Mapping) or hint in (dict, collections.abc.Mapping):
+        return isinstance(value, collections.abc.Mapping)
+    if isinstance(hint, type) and origin is None:
+        try:
+            return isinstance(value, hint)
+        except TypeError:  # a Protocol that is not runtime-checkable
+            return True
+    return True
+
+
+def describe_type(hint: Any) -> str:
+    """``hint`` in words, for a message (``a finite number``, ``a list of integers`` …)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is None or hint is type(None):
+        return "null"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(describe_type(a) for a in args))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    words = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    if hint in words:
+        return words[hint]
+    if origin in _SEQUENCES or hint in _SEQUENCES:
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} values"
+        if not args:
+            return "a list"
+        item = describe_type(args[0])
+        return "a list of " + item.removeprefix("an ").removeprefix("a ").replace(
+            "integer", "integers"
+        ).replace("number", "numbers").replace("string", "strings")
+    if origin in (dict, collections.abc.Mapping) or hint in (dict, collections.abc.Mapping):
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))
 
 
 class Registry(Generic[T]):
@@ -51,7 +124,7 @@ class Registry(Generic[T]):
         try:
             return self._builders[name]
         except KeyError:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}"
             ) from None
 
@@ -69,21 +142,48 @@ class Registry(Generic[T]):
         fixed = self._fixed.get(name, {})
         return {k: v for k, v in self._signature(self.get(name)).items() if k not in fixed}
 
-    def build(self, name: str, *args: Any, **options: Any) -> T:
+    @staticmethod
+    def _hints(builder: Callable[..., Any]) -> dict[str, Any]:
+        """The builder's resolved annotations (none where they cannot be resolved)."""
+        target = builder.__init__ if isinstance(builder, type) else builder  # type: ignore[misc]
+        try:
+            return typing.get_type_hints(target)
+        except (NameError, TypeError):  # an annotation only importable under TYPE_CHECKING
+            return {}
+
+    def check(self, name: str, options: dict[str, Any]) -> None:
+        """Refuse unknown option names and values that do not fit the builder's annotations
+        (a string for a number, a non-finite float, a list for a name …), before anything is
+        built.
+
+        Raises:
+            ConfigError: naming ``kind.option``, what it must be, and the value given.
+        """
         builder = self.get(name)
         known = self.options(name)
         fixed = self._fixed[name]
         clash = sorted(set(options) & set(fixed))
         if clash:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.kind} {name!r} fixes "
                 + ", ".join(f"{k}={fixed[k]!r}" for k in clash)
                 + "; do not pass it"
             )
         unknown = sorted(set(options) - set(known))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown option(s) {', '.join(unknown)} for {self.kind} {name!r}; "
                 f"it takes {', '.join(k for k in known if k not in ('net', 'self'))}"
             )
-        return builder(*args, **fixed, **options)
+        hints = self._hints(builder)
+        for key, value in options.items():
+            if key in hints and not matches_type(value, hints[key]):
+                raise ConfigError(
+                    f"{self.kind}.{key} must be {describe_type(hints[key])}, got {value!r} "
+                    f"({self.kind} {name!r})"
+                )
+
+    def build(self, name: str, *args: Any, **options: Any) -> T:
+        """Build ``name`` with ``options`` (checked first, see :meth:`check`)."""
+        self.check(name, options)
+        return self.get(name)(*args, **self._fixed[name], **options)

@@ -52,8 +52,6 @@ from reclra.config import (
     parse_override,
     parse_yaml,
 )
-from reclra.models import MODELS
-from reclra.rules import RULES
 from reclra.train import (
     CHECKPOINT,
     METRICS,
@@ -195,15 +193,6 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
     return spec
 
 
-def _check_options(cfg: Config) -> None:
-    """Refuse, before anything is trained, a model or rule option its builder does not take."""
-    for section, registry in (("model", MODELS), ("rule", RULES)):
-        name = getattr(cfg, section)["name"]
-        unknown = sorted(set(cfg.options(section)) - set(registry.options(name)))
-        if unknown:
-            raise ConfigError(f"{section} {name!r} takes no option {', '.join(unknown)}")
-
-
 def _apply(cfg: Config, overrides: Sequence[Override]) -> Config:
     """``cfg`` with the overrides set, names (``model.name``, ``rule.name``) first."""
     ordered = sorted(overrides, key=lambda o: o[1] != "name")
@@ -250,8 +239,8 @@ def build_grid(
         rest = [o for o in v.overrides if o[1] != "name"]
         try:
             cfg = _apply(_apply(base, names), [*common, *rest])
-            _check_options(cfg)
-        except ValueError as exc:
+            resolve_config(cfg)  # unknown options, bad values, before anything is trained
+        except ConfigError as exc:
             raise ConfigError(f"variant {v.name}: {exc}") from None
         for seed in seeds:
             run_cfg = merge_config(cfg, {"train": {"seed": seed}})

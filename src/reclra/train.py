@@ -28,13 +28,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import inspect
+import itertools
 import json
 import math
 import os
 import pickle
 import platform
 import random
+import signal
 import statistics
+import threading
 import time
 import uuid
 import zipfile
@@ -45,7 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 import reclra
@@ -59,18 +62,20 @@ from reclra.config import (
     load_config,
     merge_config,
 )
-from reclra.data import Dataset, Split, iterate_minibatches, load_dataset
+from reclra.data import Dataset, Split, dataset_shape, iterate_minibatches, load_dataset
+from reclra.errors import ReclraError
 from reclra.models import MODELS, LayeredNet, build_model
 from reclra.pathway import Pathway
 from reclra.provenance import data_files, environment
 from reclra.registry import Registry
-from reclra.rules import RULES, Rule, build_rule
+from reclra.rules import RULES, Rule, StepStats, build_rule
 from reclra.schedules import DECAYING, lr_factor
 
 __all__ = [
     "BEST",
     "BUILDER_ARGS",
     "CHECKPOINT",
+    "CHECKPOINT_FORMAT",
     "CONFIG",
     "CURVE",
     "METRICS",
@@ -78,6 +83,7 @@ __all__ = [
     "RUN",
     "SUMMARY",
     "CheckpointError",
+    "DivergenceError",
     "Evaluation",
     "RunError",
     "Trainer",
@@ -115,27 +121,46 @@ RESUMABLE = (
     "train.device",
     "train.threads",
     "train.checkpoint_every",
+    "train.nonfinite",
 )
+
+#: Version of the checkpoint layout; a checkpoint of a later version is refused.
+CHECKPOINT_FORMAT = 1
 
 #: Builder arguments the trainer supplies itself (not config options).
 BUILDER_ARGS = ("net", "input_shape", "num_classes")
 
 
-class RunError(ValueError):
-    """The run folder does not allow what was asked (existing run, nothing to resume, mismatch)."""
+class RunError(ReclraError):
+    """The run folder does not allow what was asked (existing run, nothing to resume, mismatch,
+    not writable)."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable or not a reclra checkpoint."""
+class CheckpointError(ReclraError):
+    """A checkpoint file is missing, unreadable, truncated, of a newer format, or of another
+    model."""
+
+
+class DivergenceError(ReclraError):
+    """Training met a non-finite loss, error neuron, update or weight (see ``train.nonfinite``);
+    the last good checkpoint is kept."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; ``epoch`` is the last epoch saved in ``checkpoint`` (or None)."""
+    """Ctrl-C or SIGTERM during training.
 
-    def __init__(self, epoch: int | None, checkpoint: Path) -> None:
+    Attributes:
+        epoch: the last complete epoch saved in ``checkpoint`` (None: nothing was saved).
+        checkpoint: the checkpoint to resume from.
+        step: optimizer steps of epoch ``epoch + 1`` saved with it (0: at an epoch's end).
+        signal: the signal's name (``SIGINT``, ``SIGTERM``).
+    """
+
+    def __init__(
+        self, epoch: int | None, checkpoint: Path, *, step: int = 0, signal: str = "SIGINT"
+    ) -> None:
         super().__init__(f"interrupted; last checkpointed epoch: {epoch}")
-        self.epoch = epoch
-        self.checkpoint = checkpoint
+        self.epoch, self.checkpoint, self.step, self.signal = epoch, checkpoint, step, signal
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,15 +300,32 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temp file in the same folder and ``os.replace``."""
+    """Write ``path`` through a temp file in the same folder, fsync it, ``os.replace`` it and
+    fsync the folder: after a crash at any moment ``path`` is the old file or the new one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    with contextlib.suppress(OSError):  # not every file system syncs a folder
+        _fsync(path.parent)
+
+
+def _is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file of :func:`_atomic_write` or the write probe."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -352,18 +394,27 @@ def _runtime(train: TrainConfig, device: torch.device) -> Iterator[None]:
 
 
 def _build(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> Rule:
-    """Model and rule from the config; option values of the wrong type become ConfigError."""
+    """The rule (and its model, ``rule.net``) of ``cfg`` for data of this shape.
+
+    Option types are checked first (see :meth:`reclra.registry.Registry.check`); a builder's
+    own argument check (a ``ValueError``: β ≤ 0, a pathway with a cycle, sizes that do not fit
+    the data) becomes a :class:`ConfigError` naming the model or rule.
+    """
     model_name, rule_name = cfg.model["name"], cfg.rule["name"]
     try:
         net = build_model(
             model_name, input_shape=input_shape, num_classes=num_classes, **cfg.options("model")
         )
-    except TypeError as exc:
-        raise ConfigError(f"model {model_name!r}: bad option value: {exc}") from exc
+    except ReclraError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"model {model_name!r}: {exc}") from exc
     try:
         return build_rule(rule_name, net, **cfg.options("rule"))
-    except TypeError as exc:
-        raise ConfigError(f"rule {rule_name!r}: bad option value: {exc}") from exc
+    except ReclraError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"rule {rule_name!r}: {exc}") from exc
 
 
 def _load_data(cfg: Config, *, dataset: str | None = None, data_dir: str | None = None) -> Dataset:
@@ -436,7 +487,9 @@ def _make_optimizer(cfg: Config, rule: Rule) -> torch.optim.Optimizer:
 
 
 def _registry_defaults(registry: Registry[Any], section: dict[str, Any]) -> dict[str, Any]:
-    """``section`` with every option its builder takes filled in with the builder's default."""
+    """``section`` (its options checked) with every option its builder takes filled in with the
+    builder's default."""
+    registry.check(section["name"], {k: v for k, v in section.items() if k != "name"})
     defaults = {
         k: v
         for k, v in registry.options(section["name"]).items()
@@ -451,8 +504,10 @@ def resolve_config(cfg: Config) -> Config:
     unambiguous when a default changes).
 
     Raises:
-        ValueError: an unknown model or rule name.
+        ConfigError: an unknown model or rule name or option, an option value of the wrong
+            type (or not finite), an optimizer or schedule option the chosen one does not use.
     """
+    cfg.check_applicable()
     filled = {
         "model": _registry_defaults(MODELS, cfg.model),
         "rule": _registry_defaults(RULES, cfg.rule),
@@ -482,20 +537,39 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    if not magic:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); it is not usable")
+    if magic != b"PK\x03\x04":
+        raise CheckpointError(
+            f"{path} is not a checkpoint (checkpoints are torch zip files, e.g. a run's "
+            f"{CHECKPOINT} or {BEST})"
+        )
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt (its zip directory is missing); use the "
+            f"run's other checkpoint ({CHECKPOINT} or {BEST}) or train again"
+        )
+    try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        RuntimeError,
-        OSError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        ValueError,
-    ) as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"cannot read checkpoint {path}: {detail}") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        detail = type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a reclra checkpoint ({detail}); use the run's "
+            f"other checkpoint ({CHECKPOINT} or {BEST}) or train again"
+        ) from None
     missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} is not a reclra checkpoint (missing {', '.join(missing)})")
+    version = ckpt.get("format", 1)
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version!r}, newer than this reclra reads "
+            f"({CHECKPOINT_FORMAT}); upgrade reclra to use it"
+        )
     return ckpt
 
 
@@ -532,7 +606,7 @@ def evaluate_checkpoint(
     net = rule.net
     n_in, n_out = math.prod(net.input_shape), net.layer(net.num_layers).size
     if data.input_dim != n_in or data.num_classes != n_out:
-        raise ValueError(
+        raise CheckpointError(
             f"dataset {data.name!r} has inputs of size {data.input_dim} and {data.num_classes} "
             f"classes, but the checkpoint's model takes {n_in} inputs and has {n_out} classes"
         )
@@ -579,6 +653,85 @@ def _early_stop(metrics: list[dict[str, Any]], by: str, patience: int | None) ->
     return metrics[-1]["epoch"] - _best(metrics, by)["epoch"] >= patience
 
 
+class _Guard:
+    """The divergence guard: one fused finiteness check per step (loss, error norms, update
+    directions, weights and buffers; one device sync), and, only once something is not finite,
+    the naming of what, where."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.params = list(rule.named_parameters())
+        buffers = [(f"net.{n}", b) for n, b in rule.net.named_buffers() if b.is_floating_point()]
+        self.state: list[tuple[str, Tensor]] = [*self.params, *buffers]
+
+    @torch.no_grad()
+    def finite(self, stats: StepStats | None) -> bool:
+        """Whether the weights and buffers (and the step's ``stats`` and ``.grad``) are finite."""
+        tensors = [t for _, t in self.state]
+        values: list[Tensor] = []
+        if stats is not None:
+            values += [stats.loss.detach(), *(v.detach() for v in stats.error_norms.values())]
+            tensors += [p.grad for _, p in self.params if p.grad is not None]
+        values += torch._foreach_norm(tensors, ord=math.inf)  # max |x|: no overflow; NaN stays
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for v in values:
+            by_dtype.setdefault(v.dtype, []).append(v.reshape(()))
+        flags = [torch.stack(vs).isfinite().all() for vs in by_dtype.values()]
+        return bool(torch.stack(flags).all())
+
+    @torch.no_grad()
+    def diagnose(self, stats: StepStats | None) -> tuple[str, bool]:
+        """What is not finite, in words, and whether skipping the batch avoids it (not for a
+        weight or buffer, which the previous update already changed)."""
+        named = [
+            (f"{'weight' if isinstance(t, nn.Parameter) else 'buffer'} {n} (after the last update)",
+             t, False)
+            for n, t in self.state
+        ]  # fmt: skip
+        if stats is not None:
+            named.append(("the loss", stats.loss.detach(), True))
+            named += [
+                (f"the error neurons of layer {ell} (mean ‖e_{ell}‖)", stats.error_norms[ell], True)
+                for ell in sorted(stats.error_norms, reverse=True)
+            ]
+            named += [
+                (f"the update of {n}", p.grad, True) for n, p in self.params if p.grad is not None
+            ]
+        for what, t, skippable in named:
+            if not bool(t.isfinite().all()):
+                return f"{what} is {'NaN' if bool(t.isnan().any()) else 'infinite'}", skippable
+        raise AssertionError("the divergence guard found a non-finite value it cannot name")
+
+
+class _StopRequest:
+    """Set by SIGINT/SIGTERM during training: the loop stops at the next step boundary after
+    saving a checkpoint there; a second signal interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[_StopRequest]:
+    """Turn SIGINT and SIGTERM into a :class:`_StopRequest` meanwhile (main thread only; the
+    previous handlers are restored after)."""
+    request = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if request.signal is not None:
+            raise KeyboardInterrupt
+        request.signal = signal.Signals(signum).name
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
 class Trainer:
     """One training run of ``cfg`` in the folder ``out_dir`` (see the module docstring).
 
@@ -619,6 +772,8 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.saved_epoch: int | None = None
         self.changed: dict[str, list[Any]] = {}  # what a resume changed
+        self._guard: _Guard | None = None
+        self._stop = _StopRequest()
 
     def path(self, name: str) -> Path:
         """A file of the run folder."""
@@ -627,20 +782,36 @@ class Trainer:
     # -- set-up ----------------------------------------------------------------------------
 
     def _check_folder(self) -> dict[str, Any] | None:
-        """Refuse what the folder does not allow; the checkpoint to resume from, if any."""
+        """Refuse what the folder does not allow (before any data is loaded); the checkpoint to
+        resume from, if any."""
         ckpt_path = self.path(CHECKPOINT)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise RunError(f"run folder {self.out_dir} is a file, not a folder; choose another")
         if not self.resume:
-            if ckpt_path.exists() and not self.overwrite:
+            held = [p.name for p in self._files() if not _is_temporary(p.name)]
+            if not held or self.overwrite:
+                return None
+            if ckpt_path.exists() or CONFIG in held:
+                found = CHECKPOINT if ckpt_path.exists() else CONFIG
                 raise RunError(
-                    f"{self.out_dir} already holds a run ({CHECKPOINT}); resume it, choose "
-                    f"another folder, or overwrite it (resume=True / overwrite=True, "
-                    f"--resume / --overwrite)"
+                    f"{self.out_dir} already holds a run ({found}); "
+                    f"resume it, choose another folder, or overwrite it (resume=True / "
+                    f"overwrite=True, --resume / --overwrite)"
                 )
-            return None
-        if not ckpt_path.exists():
+            shown = ", ".join(held[:5]) + (", …" if len(held) > 5 else "")
+            raise RunError(
+                f"{self.out_dir} is not empty ({shown}) and holds no run to resume; choose "
+                f"another folder, or write the run into it anyway (overwrite=True, --overwrite)"
+            )
+        if ckpt_path.exists():
+            ckpt: dict[str, Any] | None = read_checkpoint(ckpt_path)
+            stored_cfg, where = ckpt["config"], ckpt_path
+        elif self.path(CONFIG).is_file():  # stopped before its first checkpoint: start again
+            ckpt, where = None, self.path(CONFIG)
+            stored_cfg = load_config(where).to_dict()
+        else:
             raise RunError(f"nothing to resume: {ckpt_path} does not exist")
-        ckpt = read_checkpoint(ckpt_path)
-        stored = resolve_config(Config.from_dict(ckpt["config"])).to_dict()
+        stored = resolve_config(Config.from_dict(stored_cfg)).to_dict()
         changes = config_changes(stored, self.cfg.to_dict())
         refused = [
             f"{k}: checkpoint {old!r}, now {new!r}"
@@ -649,17 +820,17 @@ class Trainer:
         ]
         if refused:
             raise RunError(
-                f"cannot resume {ckpt_path}: the config differs from the checkpoint's in "
+                f"cannot resume {where}: the config differs from the checkpoint's in "
                 + "; ".join(refused)
                 + f" (only {', '.join(RESUMABLE)} may change on resume)"
             )
         s = self.cfg.schedule
         if "train.epochs" in changes and s.name in DECAYING and s.total is None:
             raise RunError(
-                f"cannot resume {ckpt_path} with train.epochs changed: the {s.name} schedule "
+                f"cannot resume {where} with train.epochs changed: the {s.name} schedule "
                 f"spans the whole run (set schedule.total to fix its length)"
             )
-        if ckpt["epoch"] > self.cfg.train.epochs:
+        if ckpt is not None and ckpt["epoch"] > self.cfg.train.epochs:
             raise RunError(
                 f"cannot resume {ckpt_path}: it is at epoch {ckpt['epoch']}, beyond "
                 f"train.epochs={self.cfg.train.epochs}"
@@ -667,27 +838,57 @@ class Trainer:
         self.changed = changes
         return ckpt
 
-    def _setup(self, ckpt: dict[str, Any] | None) -> int:
-        """Seed, load the data, build model/rule/optimizer, restore a checkpoint; first epoch."""
+    def _files(self) -> list[Path]:
+        """The files of the run folder, sorted (none if it does not exist)."""
+        return sorted(self.out_dir.iterdir()) if self.out_dir.is_dir() else []
+
+    def _make_folder(self) -> bool:
+        """Create the run folder and check that it is writable; whether it was created."""
+        created = not self.out_dir.exists()
+        probe = self.out_dir / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise RunError(
+                f"cannot write the run folder {self.out_dir}: {exc.strerror or exc}; choose "
+                f"another folder"
+            ) from None
+        return created
+
+    def _setup(self, ckpt: dict[str, Any] | None) -> tuple[int, dict[str, Any] | None]:
+        """Seed, load the data, build model/rule/optimizer, restore a checkpoint; the first
+        epoch and, for a checkpoint taken within an epoch, its position."""
         cfg = self.cfg
         _seed_everything(cfg.train.seed)
         self.dataset = _load_data(cfg).to(self.device)
+        n_train = len(self.dataset.train)
+        if cfg.data.batch_size > n_train:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} is larger than the training split "
+                f"({n_train} examples of {self.dataset.name}); choose at most {n_train}"
+            )
         rule = _build(cfg, self.dataset.input_shape, self.dataset.num_classes).to(self.device)
         self.rule = rule
         self.optimizer = _make_optimizer(cfg, rule)
+        self._guard = _Guard(rule)
         if ckpt is None:
-            return 1
+            return 1, None
         _load_rule_state(rule, ckpt["rule"], self.path(CHECKPOINT))
         self.optimizer.load_state_dict(ckpt["optim"])
         self.metrics = [dict(m) for m in ckpt["metrics"]]
         self.saved_epoch = int(ckpt["epoch"])
         _set_rng_state(ckpt["rng"])
-        return self.saved_epoch + 1
+        return self.saved_epoch + 1, ckpt.get("position")
 
     def _start_outputs(self, first: int) -> None:
         """Write config.yaml, run.json (a new session) and metrics.jsonl (the checkpoint's
         epochs only); clear old files."""
         assert self.dataset is not None
+        for path in self._files():  # left by a process killed while writing
+            if _is_temporary(path.name):
+                path.unlink(missing_ok=True)
         if self.overwrite:
             for name in (CHECKPOINT, BEST, SUMMARY, CURVE, RUN):
                 self.path(name).unlink(missing_ok=True)
@@ -736,9 +937,16 @@ class Trainer:
             group["lr"] = group["base_lr"] * factor
         return {g["name"]: g["lr"] for g in self.optimizer.param_groups}
 
-    def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        """One pass over the shuffled training split; loss/depth/error-norm means, the
-        learning rates (at the first step; and at the last under a per-step schedule), seconds."""
+    def _train_epoch(self, epoch: int, position: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One pass over the shuffled training split (from ``position``, a checkpoint's place
+        within the epoch); loss/depth/error-norm means, the learning rates (at the first step;
+        and at the last under a per-step schedule), skipped batches, seconds.
+
+        Raises:
+            DivergenceError: a non-finite value (unless the batch can be skipped, see
+                ``train.nonfinite``).
+            TrainingInterrupted: SIGINT/SIGTERM; a checkpoint of this step is saved first.
+        """
         assert self.rule is not None and self.optimizer is not None and self.dataset is not None
         cfg, rule, opt, device = self.cfg, self.rule, self.optimizer, self.device
         split = self.dataset.train
@@ -748,36 +956,73 @@ class Trainer:
         batches = iterate_minibatches(split, cfg.data.batch_size, shuffle=True, generator=generator)
         first_t = (epoch - 1) * steps if per_step else epoch - 1
         lrs = self._set_lr(first_t)
-        loss_sum = torch.zeros((), device=device)
-        depth_sum: Tensor | float = 0.0
-        norm_sums: dict[int, Tensor] = {}
-        count = 0
+        p: dict[str, Any] = position or {
+            "step": 0,
+            "loss_sum": torch.zeros((), device=device),
+            "depth_sum": 0.0,
+            "norm_sums": {},
+            "count": 0,
+            "skipped": 0,
+            "seconds": 0.0,
+            "last_lrs": lrs,
+        }
+        loss_sum, depth_sum = p["loss_sum"].to(device), p["depth_sum"]
+        norm_sums: dict[int, Tensor] = {k: v.to(device) for k, v in p["norm_sums"].items()}
+        count, skipped, last_lrs = p["count"], p["skipped"], p["last_lrs"]
         rule.train()
         _sync(device)
-        start = time.perf_counter()
+        start = time.perf_counter() - p["seconds"]
         with tqdm(
             total=steps,
+            initial=p["step"],
             desc=f"epoch {epoch}/{cfg.train.epochs}",
             unit="batch",
             leave=False,
             disable=None if self.progress else True,
         ) as bar:
-            for step, (x, y) in enumerate(batches, start=1):
+            for step, (x, y) in enumerate(
+                itertools.islice(batches, p["step"], None), start=p["step"] + 1
+            ):
                 if per_step and step > 1:
                     last_lrs = self._set_lr(first_t + step - 1)
                 opt.zero_grad()
                 stats = rule.compute_grads(x, y)
-                opt.step()
-                n = y.shape[0]
-                loss_sum += stats.loss.detach() * n
-                depth_sum = depth_sum + stats.depth * n
-                for ell, norm in stats.error_norms.items():
-                    weighted = norm.detach() * n
-                    norm_sums[ell] = norm_sums[ell] + weighted if ell in norm_sums else weighted
-                count += n
+                if not self._guard.finite(stats):
+                    problem, skippable = self._guard.diagnose(stats)
+                    if not (skippable and cfg.train.nonfinite == "skip"):
+                        raise self._diverged(problem, epoch, step, skippable)
+                    opt.zero_grad()
+                    skipped += 1
+                else:
+                    opt.step()
+                    n = y.shape[0]
+                    loss_sum += stats.loss.detach() * n
+                    depth_sum = depth_sum + stats.depth * n
+                    for ell, norm in stats.error_norms.items():
+                        weighted = norm.detach() * n
+                        norm_sums[ell] = norm_sums[ell] + weighted if ell in norm_sums else weighted
+                    count += n
                 bar.update()
-                if not bar.disable and (step % 10 == 0 or step == bar.total):
+                if not bar.disable and count and (step % 10 == 0 or step == bar.total):
                     bar.set_postfix(loss=f"{(loss_sum / count).item():.4f}")  # a sync per 10
+                if self._stop.signal is not None and step < steps:
+                    self._check_state(epoch, step)
+                    _sync(device)
+                    here = {
+                        "step": step,
+                        "loss_sum": loss_sum,
+                        "depth_sum": depth_sum,
+                        "norm_sums": norm_sums,
+                        "count": count,
+                        "skipped": skipped,
+                        "seconds": time.perf_counter() - start,
+                        "last_lrs": last_lrs,
+                    }
+                    self._save_checkpoint(epoch - 1, position=here)
+                    raise TrainingInterrupted(
+                        epoch - 1, self.path(CHECKPOINT), step=step, signal=self._stop.signal
+                    )
+        self._check_state(epoch, steps)
         _sync(device)
         seconds = time.perf_counter() - start
         layers = sorted(norm_sums)
@@ -794,8 +1039,42 @@ class Trainer:
             "seconds": seconds,
         }
         if per_step:
-            record["lr_last"] = last_lrs if steps > 1 else lrs
+            record["lr_last"] = last_lrs
+        if skipped:
+            record["skipped_batches"] = skipped
         return record
+
+    def _check_state(self, epoch: int, step: int) -> None:
+        """Refuse to go on (and to save) with a non-finite weight or buffer."""
+        assert self._guard is not None
+        if not self._guard.finite(None):
+            problem, _ = self._guard.diagnose(None)
+            raise self._diverged(problem, epoch, step, False)
+
+    def _diverged(self, problem: str, epoch: int, step: int, skippable: bool) -> DivergenceError:
+        """The error for a non-finite ``problem`` at ``step`` of ``epoch``, with remedies."""
+        options = RULES.options(self.cfg.rule["name"])
+        remedies = [
+            text
+            for key, text in (
+                ("clip", "re-project the updates (--set rule.clip=1.0)"),
+                ("beta", "a smaller β (--set rule.beta=…)"),
+            )
+            if key in options
+        ]
+        remedies.append("a smaller learning rate (--lr)")
+        if skippable and self.cfg.train.nonfinite == "stop":
+            remedies.append("or skip such batches (--set train.nonfinite=skip)")
+        if self.saved_epoch is None:
+            kept = "no checkpoint was saved yet"
+        else:
+            kept = f"the last good checkpoint (epoch {self.saved_epoch}) is kept in " + str(
+                self.path(CHECKPOINT)
+            )
+        return DivergenceError(
+            f"training diverged at epoch {epoch}, step {step}: {problem}; {kept}. "
+            f"Try {', '.join(remedies)}"
+        )
 
     def _evaluate_all(self, record: dict[str, Any]) -> Evaluation:
         """Add train/val/test errors (and top-5) to ``record``; returns the test evaluation."""
@@ -809,12 +1088,17 @@ class Trainer:
         assert ev is not None
         return ev
 
-    def _save_checkpoint(self, epoch: int, name: str = CHECKPOINT) -> None:
+    def _save_checkpoint(
+        self, epoch: int, name: str = CHECKPOINT, *, position: dict[str, Any] | None = None
+    ) -> None:
+        """Save the state after ``epoch`` (and ``position``'s steps of the next epoch)."""
         assert self.rule is not None and self.optimizer is not None and self.dataset is not None
         state = {
+            "format": CHECKPOINT_FORMAT,
             "rule": self.rule.state_dict(),
             "optim": self.optimizer.state_dict(),
             "epoch": epoch,
+            "position": position,
             "config": self.cfg.to_dict(),
             "data_info": {
                 "name": self.dataset.name,
@@ -842,38 +1126,64 @@ class Trainer:
         the summary.
 
         Raises:
-            TrainingInterrupted: on Ctrl-C; the last checkpoint stays on disk.
-            ConfigError, RunError, CheckpointError, reclra.data.DataError, ValueError: bad
-                config, run folder, checkpoint, data or options (before any training).
+            TrainingInterrupted: on Ctrl-C or SIGTERM; a checkpoint of the step reached is
+                saved first (a second signal stops at once; the last checkpoint stays).
+            DivergenceError: a non-finite value (see ``train.nonfinite``); the last good
+                checkpoint stays.
+            ConfigError, RunError, CheckpointError, reclra.data.DataError: bad config, run
+                folder, checkpoint, data or options (before any training).
         """
         ckpt = self._check_folder()
+        shape = dataset_shape(self.cfg.data.dataset)
+        if shape is not None:  # the builders' own checks, before the data are loaded
+            _build(self.cfg, *shape)
+        created = self._make_folder()
         with _runtime(self.cfg.train, self.device):
-            first = self._setup(ckpt)
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                first, position = self._setup(ckpt)
+            except BaseException:
+                if created:  # leave no empty folder behind a failed start
+                    with contextlib.suppress(OSError):
+                        self.out_dir.rmdir()
+                raise
             self._start_outputs(first)
             test_eval = None
             epochs, every = self.cfg.train.epochs, self.cfg.train.checkpoint_every
             patience, by = self.cfg.train.patience, self.best_by
             try:
-                for epoch in range(first, epochs + 1):
-                    if _early_stop(self.metrics, by, patience):
-                        break
-                    record = {"epoch": epoch, **self._train_epoch(epoch)}
-                    if epoch == first and self.changed:
-                        record["resumed"] = {"changed": self.changed}
-                    test_eval = self._evaluate_all(record)
-                    self.metrics.append(record)
-                    with open(self.path(METRICS), "a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(record) + "\n")
-                    if _best(self.metrics, by)["epoch"] == epoch:
-                        self._save_checkpoint(epoch, BEST)
-                    stop = _early_stop(self.metrics, by, patience)
-                    if epoch % every == 0 or epoch == epochs or stop:
-                        self._save_checkpoint(epoch)
-                    if self.on_epoch is not None:
-                        self.on_epoch(record)
+                with _stop_signals() as self._stop:
+                    for epoch in range(first, epochs + 1):
+                        if _early_stop(self.metrics, by, patience):
+                            break
+                        record = {"epoch": epoch, **self._train_epoch(epoch, position)}
+                        position = None
+                        if epoch == first and self.changed:
+                            record["resumed"] = {"changed": self.changed}
+                        test_eval = self._evaluate_all(record)
+                        self.metrics.append(record)
+                        with open(self.path(METRICS), "a", encoding="utf-8") as handle:
+                            handle.write(json.dumps(record) + "\n")
+                        if _best(self.metrics, by)["epoch"] == epoch:
+                            self._save_checkpoint(epoch, BEST)
+                        stop = _early_stop(self.metrics, by, patience)
+                        signalled = self._stop.signal
+                        if epoch % every == 0 or epoch == epochs or stop or signalled:
+                            self._save_checkpoint(epoch)
+                        if self.on_epoch is not None:
+                            self.on_epoch(record)
+                        signalled = self._stop.signal  # (or during on_epoch)
+                        if signalled is not None and epoch < epochs:
+                            if self.saved_epoch != epoch:
+                                self._save_checkpoint(epoch)
+                            raise TrainingInterrupted(
+                                epoch, self.path(CHECKPOINT), signal=signalled
+                            )
+            except TrainingInterrupted:
+                raise
             except KeyboardInterrupt:
                 raise TrainingInterrupted(self.saved_epoch, self.path(CHECKPOINT)) from None
+            finally:
+                self._stop = _StopRequest()
             if test_eval is None:  # resumed a finished run: nothing was trained
                 assert self.rule is not None and self.dataset is not None
                 test_eval = _evaluate_with(self.cfg, self.rule, self.dataset.test)

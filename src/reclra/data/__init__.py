@@ -69,6 +69,8 @@ from reclra.data.idx import IDX_FILES, read_idx
 from reclra.data.images import IMAGE_EXTENSIONS, read_image
 from reclra.data.loaders import (
     CIFAR10_VAL_SIZE,
+    KNOWN_SHAPES,
+    dataset_shape,
     load_cifar10_raw,
     load_digits_raw,
     load_fashion_mnist_raw,
@@ -110,6 +112,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
+    "KNOWN_SHAPES",
     "SYSTEM_DATASET_DIR",
     "ZCA_EPSILON",
     "ChannelNormalization",
@@ -125,6 +128,7 @@ __all__ = [
     "cache_dir",
     "candidate_dirs",
     "dataset_names",
+    "dataset_shape",
     "download_dataset",
     "extract_cifar10_archive",
     "fetch_url",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from reclra.data.errors import DataError
 from reclra.data.names import DATASETS, _canonical_name
 from reclra.data.preprocess import Preprocessing
 
@@ -127,13 +128,13 @@ class RawDataset:
 
 
 def _as_int(value: object, what: str) -> int:
-    """``value`` as an int (bools and non-integers rejected with a ValueError)."""
+    """``value`` as an int (bools and non-integers rejected with a DataError)."""
     if isinstance(value, bool):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
+        raise DataError(f"{what} must be an integer, got {value!r}")
     try:
         return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+        raise DataError(f"{what} must be an integer, got {value!r}") from None
 
 
 def _to_split(x: np.ndarray, y: np.ndarray, scale: float) -> Split:
@@ -156,7 +157,7 @@ def _loader_options(canonical: str, options: dict[str, object]) -> dict[str, obj
     for key in given:
         if key not in parameters:
             accepted = ", ".join(f"{k}=" for k in takes) or "none"
-            raise ValueError(
+            raise DataError(
                 f"dataset {canonical!r} does not take the option {key}= (its options: {accepted})"
             )
     return given
@@ -211,20 +212,22 @@ def load_dataset(
             defaults, 224 and ``round(image_size * 256 / 224)``).
 
     Raises:
-        DataError: unknown name or invalid data; :class:`DatasetNotFound` when the files
-            cannot be found or downloaded.
-        ValueError: invalid ``val_size``, ``limit_train``, ``seed`` or option, or an option
-            given for a dataset that does not take it.
+        DataError: unknown name, a ``data_dir`` that is not a folder, invalid data (NaN or
+            infinite inputs included), an invalid ``val_size``, ``limit_train``, ``seed`` or
+            option, or an option given for a dataset that does not take it;
+            :class:`DatasetNotFound` when the files cannot be found or downloaded.
     """
     canonical = _canonical_name(name)
+    if data_dir is not None and not os.path.isdir(os.path.expanduser(data_dir)):
+        raise DataError(f"data folder {os.fspath(data_dir)} does not exist or is not a folder")
     if val_size is not None:
         val_size = _as_int(val_size, "val_size")
         if val_size < 0:
-            raise ValueError(f"val_size must be >= 0, got {val_size}")
+            raise DataError(f"val_size must be >= 0, got {val_size}")
     if limit_train is not None:
         limit_train = _as_int(limit_train, "limit_train")
         if limit_train < 1:
-            raise ValueError(f"limit_train must be >= 1 (or None for no limit), got {limit_train}")
+            raise DataError(f"limit_train must be >= 1 (or None for no limit), got {limit_train}")
     seed = _as_int(seed, "seed")
     options = _loader_options(
         canonical, {"preprocess": preprocess, "image_size": image_size, "resize": resize}
@@ -237,7 +240,7 @@ def load_dataset(
     if raw.max_val_fraction is not None:
         val_size = min(val_size, int(n_train * raw.max_val_fraction))
     if val_size >= n_train:
-        raise ValueError(
+        raise DataError(
             f"val_size={val_size} must be smaller than the {n_train} training examples "
             f"of {canonical}"
         )
@@ -262,6 +265,13 @@ def load_dataset(
         preprocessing = raw.fit_preprocessing(fit_x)
         del fit_x
         train, val, test = (Split(preprocessing(s.x), s.y) for s in (train, val, test))
+    for split_name, split in (("training", train), ("validation", val), ("test", test)):
+        bad = int((~split.x.isfinite()).any(dim=1).sum()) if split.x.numel() else 0
+        if bad:
+            raise DataError(
+                f"{canonical}: {bad} {split_name} examples of {raw.source} hold NaN or infinite "
+                f"values{' after preprocessing' if preprocessing is not None else ''}"
+            )
 
     return Dataset(
         name=canonical,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from reclra.errors import ReclraError
+
 __all__ = ["DataError", "DatasetNotFound"]
 
 
-class DataError(ValueError):
+class DataError(ReclraError):
     """A data file is missing, corrupt or inconsistent, or a dataset name is unknown."""
 
 

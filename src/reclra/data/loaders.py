@@ -15,11 +15,13 @@ from reclra.data.errors import DataError, DatasetNotFound
 from reclra.data.idx import IDX_FILES, _check_image_label_pair, read_idx
 from reclra.data.images import _class_folders, _read_image_folder
 from reclra.data.locate import _dataset_files, locate_dataset
-from reclra.data.names import DATASETS
+from reclra.data.names import DATASETS, _canonical_name
 from reclra.data.preprocess import _imagenet_normalization, fit_gcn_zca
 
 __all__ = [
     "CIFAR10_VAL_SIZE",
+    "KNOWN_SHAPES",
+    "dataset_shape",
     "load_cifar10_raw",
     "load_digits_raw",
     "load_fashion_mnist_raw",
@@ -40,6 +42,21 @@ _IMAGEFOLDER_MAX_VAL_FRACTION = 0.2
 
 # Preprocessing choices of the CIFAR-10 loader.
 _CIFAR10_PREPROCESSING = ("gcn_zca", "none")
+
+#: Input shape and number of classes of the datasets whose shape is fixed, known before their
+#: files are read (an image folder's depend on its options and folders).
+KNOWN_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "mnist": ((1, 28, 28), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "digits": ((1, 8, 8), 10),
+    "cifar10": (_CIFAR10_SHAPE, 10),
+}
+
+
+def dataset_shape(name: str) -> tuple[tuple[int, ...], int] | None:
+    """``(input_shape, num_classes)`` of dataset ``name`` before loading it (None: not known
+    until its files are read, as for ``imagefolder``)."""
+    return KNOWN_SHAPES.get(_canonical_name(name))
 
 
 def _load_idx_dataset(
@@ -64,8 +81,8 @@ def _load_idx_dataset(
         train_y=arrays["train_labels"],
         test_x=arrays["test_images"].reshape(arrays["test_images"].shape[0], -1),
         test_y=arrays["test_labels"],
-        num_classes=10,
-        input_shape=(1, 28, 28),
+        num_classes=KNOWN_SHAPES[name][1],
+        input_shape=KNOWN_SHAPES[name][0],
         source=str(folder),
         scale=255.0,
     )
@@ -113,8 +130,8 @@ def load_digits_raw(
         train_y=y[~is_test],
         test_x=x[is_test],
         test_y=y[is_test],
-        num_classes=10,
-        input_shape=(1, 8, 8),
+        num_classes=KNOWN_SHAPES["digits"][1],
+        input_shape=KNOWN_SHAPES["digits"][0],
         source="sklearn digits",
         scale=16.0,
         max_val_fraction=_DIGITS_MAX_VAL_FRACTION,
@@ -144,7 +161,7 @@ def load_cifar10_raw(
     """
     if preprocess not in _CIFAR10_PREPROCESSING:
         choices = ", ".join(repr(choice) for choice in _CIFAR10_PREPROCESSING)
-        raise ValueError(f"cifar10: preprocess must be one of {choices}, got {preprocess!r}")
+        raise DataError(f"cifar10: preprocess must be one of {choices}, got {preprocess!r}")
     folder = locate_dataset("cifar10", data_dir=data_dir, download=download)
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     for name in CIFAR10_FILES:
@@ -158,8 +175,8 @@ def load_cifar10_raw(
         train_y=np.concatenate([y for _, y in train]),
         test_x=test_x,
         test_y=test_y,
-        num_classes=10,
-        input_shape=_CIFAR10_SHAPE,
+        num_classes=KNOWN_SHAPES["cifar10"][1],
+        input_shape=KNOWN_SHAPES["cifar10"][0],
         source=str(folder),
         scale=255.0,
         default_val_size=CIFAR10_VAL_SIZE,
@@ -207,10 +224,10 @@ def load_imagefolder_raw(
     del download
     image_size = _as_int(image_size, "image_size")
     if image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
+        raise DataError(f"image_size must be >= 1, got {image_size}")
     resize = round(image_size * 256 / 224) if resize is None else _as_int(resize, "resize")
     if resize < image_size:
-        raise ValueError(f"resize must be >= image_size ({image_size}), got {resize}")
+        raise DataError(f"resize must be >= image_size ({image_size}), got {resize}")
     layout = "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg (or .jpeg, .png, .bmp)"
     if data_dir is None:
         raise DatasetNotFound(

@@ -51,6 +51,11 @@ def mlp(
     """MLP with ``hidden`` widths (or the full ``sizes`` list, input and classes included)."""
     n_in = math.prod(input_shape)
     if sizes is None:
+        if not hidden:
+            raise ValueError(
+                "model.hidden must list at least one width, e.g. [256] (without hidden layers "
+                "there is no credit to assign)"
+            )
         sizes = [n_in, *hidden, num_classes]
     sizes = list(sizes)
     if sizes[0] != n_in or sizes[-1] != num_classes:

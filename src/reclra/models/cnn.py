@@ -72,13 +72,24 @@ class CNN(LayeredNet):
     ) -> None:
         if len(input_shape) != 3:
             raise ValueError(f"a CNN needs image inputs (C, H, W), got input shape {input_shape}")
+        sizes = {"channels": list(channels), "hidden": list(hidden)}
+        sizes.update(kernel_size=[kernel_size], masks=[masks])
+        for name, values in sizes.items():
+            if any(v < 1 for v in values):
+                raise ValueError(f"model.{name} must be positive, got {values}")
         layers, shape = [], tuple(input_shape)
         for c in channels:
             op = conv_op(
                 conv, shape, c, kernel_size=kernel_size, batch_norm=batch_norm, pool=pool,
                 masks=masks, noise=noise,
             )  # fmt: skip
-            shape = out_shape_of(op, shape)
+            try:
+                shape = out_shape_of(op, shape)
+            except RuntimeError as exc:  # the maps shrank below one position
+                detail = " ".join(str(exc).split())
+                raise ValueError(
+                    f"conv layer {len(layers) + 1} on maps {shape}: {detail}"
+                ) from None
             layers.append(Layer(op, activation, out_shape=shape))
         for n in hidden:
             op = DenseOp(shape, n) if len(shape) == 3 else nn.Linear(shape[0], n)

@@ -133,6 +133,11 @@ class ResNet18(LayeredNet):
     ) -> None:
         if len(input_shape) != 3:
             raise ValueError(f"ResNet18 needs image inputs (C, H, W), got {input_shape}")
+        if width < 1 or masks < 1 or not stages or min(stages) < 1:
+            raise ValueError(
+                f"need width >= 1, masks >= 1 and stages of >= 1 blocks; got {width}, {masks}, "
+                f"{list(stages)}"
+            )
 
         def op(shape, channels, stride=1):
             return conv_op(
