@@ -4,8 +4,9 @@ Rules are timed in interleaved rounds (rule A, rule B, …, then again), so drif
 machine hit every rule alike; each round times ``steps`` full training steps (zero_grad,
 compute_grads, optimizer step) after warm-up. Reported per rule and batch size:
 
-- median and spread (min, max, IQR) of ms per step over rounds, examples/s, and the ratio of the
-  median to the first rule's (the reference, usually backprop);
+- median and spread (min, max, IQR) of ms per step over rounds, examples/s, and the ratio to the
+  first rule (the reference, usually backprop): the median over rounds of the two rules' times in
+  the same round, with its IQR — paired rounds cancel most of a noisy machine's drift;
 - the matmul arithmetic of one step (GEMM and convolution FLOPs counted by
   :class:`torch.utils.flop_counter.FlopCounterMode` from the shapes the step really multiplies)
   and its ratio to the first rule's — the *FLOP floor ratio*: the step-time ratio a rule would
@@ -15,6 +16,9 @@ compute_grads, optimizer step) after warm-up. Reported per rule and batch size:
 - the peak memory a step allocates above what is resident before it (CUDA: the allocator's peak;
   CPU: the running sum, in time order, of each operator's own net allocation as the profiler
   records it — temporaries freed inside one operator do not show).
+
+FLOPs and memory are counted with the levels run in the calling thread (the same arithmetic; the
+FLOP counter and the profiler see one thread only).
 
 A rule is named with its options, ``name[:key=value,...]`` (``rec-lra:fused=false``,
 ``rec-lra:executor=threads``), values read as YAML scalars.
@@ -35,6 +39,7 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from reclra.executors import SerialExecutor
 from reclra.models import build_model
 from reclra.rules import Rule, build_rule
 
@@ -120,7 +125,8 @@ class BenchResult:
     min_ms: float
     max_ms: float
     iqr_ms: float
-    ratio_to_first: float
+    ratio_to_first: float  # median over rounds of this rule's time / the first rule's, same round
+    ratio_iqr: float
     examples_per_s: float
     gflop_per_step: float
     flop_ratio_to_first: float
@@ -135,6 +141,25 @@ class BenchResult:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _quartiles(values: Sequence[float]) -> list[float]:
+    return statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+
+
+@contextlib.contextmanager
+def _serial(rule: Rule) -> Iterator[None]:
+    """Run ``rule``'s levels in the calling thread meanwhile (same arithmetic, same memory per
+    task): FLOP counting and the CPU profiler see one thread only."""
+    executor = getattr(rule, "executor", None)
+    if executor is None:
+        yield
+        return
+    rule.executor = SerialExecutor()
+    try:
+        yield
+    finally:
+        rule.executor = executor
 
 
 def matmul_peak(device: torch.device, *, size: int = 2048, repeats: int = 5) -> float:
@@ -272,15 +297,18 @@ def benchmark_rules(
         flops, memory = {}, {}
         for spec in specs:
             rule, opt = runners[spec.label]
-            opt.zero_grad(set_to_none=True)
-            flops[spec.label] = step_flops(lambda rule=rule, x=x, y=y: rule.compute_grads(x, y))
-            opt.zero_grad(set_to_none=True)
-            memory[spec.label] = step_peak_bytes(lambda run=run, s=spec: run(s.label, 1), device)
+            with _serial(rule):  # the counter and the profiler see the calling thread only
+                opt.zero_grad(set_to_none=True)
+                flops[spec.label] = step_flops(lambda r=rule, x=x, y=y: r.compute_grads(x, y))
+                opt.zero_grad(set_to_none=True)
+                memory[spec.label] = step_peak_bytes(lambda s=spec: run(s.label, 1), device)
         first = specs[0].label
         for spec in specs:
             t = sorted(times[spec.label])
-            q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0], t[0], t[0]]
+            q = _quartiles(t)
             med = statistics.median(t)
+            paired = sorted(a / b for a, b in zip(times[spec.label], times[first], strict=True))
+            pq = _quartiles(paired)
             gflop = flops[spec.label] / 1e9
             results.append(
                 BenchResult(
@@ -290,7 +318,8 @@ def benchmark_rules(
                     min_ms=t[0],
                     max_ms=t[-1],
                     iqr_ms=q[2] - q[0],
-                    ratio_to_first=med / statistics.median(times[first]),
+                    ratio_to_first=statistics.median(paired),
+                    ratio_iqr=pq[2] - pq[0],
                     examples_per_s=batch / med * 1e3,
                     gflop_per_step=gflop,
                     flop_ratio_to_first=flops[spec.label] / max(flops[first], 1),

@@ -542,13 +542,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     width = max(len(s.label) for s in specs) + 2
     print(
         f"{'rule':<{width}}{'batch':>6}{'ms/step':>10}{'IQR':>8}{'× first':>9}{'FLOP ×':>8}"
-        f"{'% peak':>8}{'ex/s':>10}{'MiB':>8}"
+        f"{'% peak':>8}{'ex/s':>10}{'MiB':>8}{'ratio IQR':>11}"
     )
     for r in results:
         print(
             f"{r.rule:<{width}}{r.batch_size:>6}{r.median_ms:>10.3f}{r.iqr_ms:>8.3f}"
             f"{r.ratio_to_first:>9.3f}{r.flop_ratio_to_first:>8.3f}{100 * r.peak_fraction:>8.1f}"
-            f"{r.examples_per_s:>10.0f}{r.peak_mem_mib:>8.2f}"
+            f"{r.examples_per_s:>10.0f}{r.peak_mem_mib:>8.2f}{r.ratio_iqr:>11.3f}"
         )
     if args.json:
         report = {
