@@ -4,7 +4,8 @@
 
 The hidden level of the MLP 5×256 on the skip pathway, written as one pure function (targets,
 errors, norms, weight and bias updates), timed eager and compiled by inductor (the best of 5
-repetitions of 30 calls, µs). Inductor can fuse the elementwise passes; the GEMMs stay MKL's.
+repetitions of 30 calls, µs), beside the library's own fused kernel for the same level
+(``RecLRA.level_work``). Inductor can fuse the elementwise passes; the GEMMs stay MKL's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import argparse
 import time
 
 import torch
+
+from reclra.functional import output_error
+from reclra.models import build_model
+from reclra.rules import Step, build_rule
 
 
 def best_us(fn, calls: int = 30) -> float:
@@ -54,9 +59,19 @@ def main() -> None:
     compiled_level(H, Z, e_L, E, x, 0.1)
     compile_s = time.perf_counter() - start
     compiled = best_us(lambda: compiled_level(H, Z, e_L, E, x, 0.1))
+    net = build_model("mlp", input_shape=(D,), num_classes=n_L)
+    rule = build_rule("rec-lra", net)
+    with torch.no_grad():
+        trace = rule.record(x)
+        e, loss = output_error(trace.logits, torch.randint(0, n_L, (B,)))
+        step = Step(trace=trace, y=torch.zeros(B, dtype=torch.long), e_L=e, loss=loss)
+        done = {k + 1: rule.layer_work(step, k + 1, {})}
+        hidden = rule.levels()[1]
+        library = best_us(lambda: rule.level_work(step, hidden, done))
     print(
-        f"batch {B} · {args.threads} thread(s): eager {eager:.0f} µs, compiled {compiled:.0f} µs "
-        f"({eager / compiled:.2f}× faster), compile time {compile_s:.1f} s"
+        f"batch {B} · {args.threads} thread(s): eager function {eager:.0f} µs, compiled "
+        f"{compiled:.0f} µs (compile time {compile_s:.1f} s), the library's fused kernel "
+        f"{library:.0f} µs"
     )
 
 
