@@ -20,8 +20,8 @@ from reclra.train import CHECKPOINT, CONFIG, METRICS, fit, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("isolated_data", "one_thread")
 
-KILLS = 3  # this many SIGKILLs
-TIME_LIMIT = 60.0  # seconds for the whole test
+KILLS = 3  # this many SIGKILLs: the test's work is bounded by count, not by a clock
+HANG_GUARD = 600.0  # seconds a (resumed) run may take before it counts as hung
 EPOCHS = 20  # about 0.1 s each: a run outlives the first kills
 
 
@@ -44,7 +44,6 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, tiny_config: Co
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1] / "src"), *sys.path])
     rng = random.Random(1234)
-    start = time.monotonic()
     kills, seen = 0, []
     while True:
         argv = ["--resume"] if (run / CONFIG).is_file() else []
@@ -67,12 +66,11 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, tiny_config: Co
                 kills += 1
                 if (run / CHECKPOINT).exists():  # never unreadable, whenever it was killed
                     seen.append(read_checkpoint(run / CHECKPOINT)["epoch"])
-                assert time.monotonic() - start < TIME_LIMIT
                 continue
-        _, err = proc.communicate(timeout=TIME_LIMIT)
+        _, err = proc.communicate(timeout=HANG_GUARD)
         assert proc.returncode == 0, err
         break
-    assert kills == KILLS and time.monotonic() - start < TIME_LIMIT
+    assert kills == KILLS
     assert len(seen) >= KILLS - 1 and seen == sorted(seen)  # killed mid-run, progress kept
     final, ref = read_checkpoint(run / CHECKPOINT), read_checkpoint(reference / CHECKPOINT)
     assert final["epoch"] == ref["epoch"] == EPOCHS
