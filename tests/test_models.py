@@ -267,3 +267,23 @@ def test_channel_synapse_broadcasts_over_positions_and_learns_like_its_operator(
     torch.testing.assert_close(d, want_d)
     (want,) = torch.autograd.grad((want_d * cot).sum() / 2, E)
     torch.testing.assert_close(synapse_grad(E.detach(), e_j, cot), want)
+
+
+def test_recalibrate_norms_gives_the_plain_average_of_batch_statistics():
+    torch.manual_seed(0)
+    net = build_model("resnet18", input_shape=(1, 6, 6), num_classes=3, width=2, stages=(1,))
+    batches = [torch.randn(4, 1, 6, 6) + k for k in range(3)]
+    stem_bn = net.layer(1).op.bn
+    weights = {n: p.clone() for n, p in net.named_parameters()}
+    net.eval()
+    rng = torch.random.get_rng_state()
+    assert net.recalibrate_norms(iter(batches)) == sum(
+        isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()
+    )
+    with torch.no_grad():  # the stem's own batch means, averaged over the three batches
+        means = [net.layer(1).op.conv(x).mean(dim=(0, 2, 3)) for x in batches]
+    torch.testing.assert_close(stem_bn.running_mean, torch.stack(means).mean(0))
+    assert stem_bn.num_batches_tracked == 3 and stem_bn.momentum == 0.1
+    assert not net.training and torch.equal(torch.random.get_rng_state(), rng)
+    assert all(torch.equal(p, weights[n]) for n, p in net.named_parameters())
+    assert build_model("mlp", input_shape=(4,), num_classes=2).recalibrate_norms([]) == 0

@@ -211,3 +211,23 @@ def test_fit_takes_a_mapping_and_picks_a_run_folder(
         Path("runs") / run.name
     )
     assert math.isfinite(summary["final"]["test_error"])
+
+
+def test_batch_norm_statistics_re_estimated_before_evaluation(
+    tmp_path: Path, tiny_config: Config
+) -> None:
+    """train.bn_recalibrate: the checkpoint's running statistics are the plain average over the
+    first training batches, and training itself follows the same path as without it."""
+    base = [
+        "model.name=resnet18", "model.width=2", "model.stages=[1]", "train.epochs=2",
+        "rule.name=backprop",
+    ]  # fmt: skip
+    plain = fit(apply_overrides(tiny_config, base), tmp_path / "plain", progress=False)
+    cfg = apply_overrides(tiny_config, [*base, "train.bn_recalibrate=2"])
+    fit(cfg, tmp_path / "bn", progress=False)
+    a = read_checkpoint(tmp_path / "plain" / CHECKPOINT)["rule"]
+    b = read_checkpoint(tmp_path / "bn" / CHECKPOINT)["rule"]
+    stats = [k for k in a if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert stats and all(torch.equal(a[k], b[k]) for k in a if k not in stats)  # same weights
+    assert int(b[next(k for k in stats if k.endswith("num_batches_tracked"))]) == 2
+    assert plain["epochs"] == 2

@@ -296,6 +296,13 @@ class TrainConfig:
         _integer(1, none_ok=True),
         "early stopping: epochs without a better validation error (null: never stop early)",
     )
+    bn_recalibrate: int = option(
+        0,
+        _integer(0),
+        "training batches (of data.eval_batch_size) over which batch-norm statistics are "
+        "re-estimated before each evaluation (a plain average; no weight changes); 0: the "
+        "running averages the training steps left",
+    )
     nonfinite: str = option(
         "stop",
         _choice("stop", "skip"),

@@ -7,6 +7,7 @@ This is core: a model builder (:mod:`reclra.models`, :func:`reclra.from_module`)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -162,6 +163,34 @@ class LayeredNet(nn.Module):
         return local_grads(
             self.layer(ell), trace.inp[ell], cotangent, trace.skip[ell], h=trace.local[ell]
         )
+
+    @torch.no_grad()
+    def recalibrate_norms(self, batches: Iterable[Tensor]) -> int:
+        """Re-estimate every batch-norm layer's running statistics over ``batches`` of inputs.
+
+        The statistics become the plain (cumulative) average of the batches' own statistics, as
+        in train mode, instead of the exponential average the training steps left; no parameter
+        changes, and the training flag, each layer's momentum and the random state are restored.
+        Returns the number of batch-norm layers re-estimated (0: nothing to do).
+        """
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return 0
+        momenta = [m.momentum for m in norms]
+        was_training = self.training
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        self.train()
+        try:
+            with torch.random.fork_rng(devices=[]):  # stochastic units must not move the RNG
+                for x in batches:
+                    self(x)
+        finally:
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+            self.train(was_training)
+        return len(norms)
 
     @torch.no_grad()
     def predict_proba(self, x: Tensor, *, samples: int = 100) -> Tensor:

@@ -1077,8 +1077,18 @@ class Trainer:
         )
 
     def _evaluate_all(self, record: dict[str, Any]) -> Evaluation:
-        """Add train/val/test errors (and top-5) to ``record``; returns the test evaluation."""
+        """Add train/val/test errors (and top-5) to ``record``; returns the test evaluation.
+
+        With ``train.bn_recalibrate`` the batch-norm statistics are re-estimated first, over
+        that many training batches in order."""
         assert self.rule is not None and self.dataset is not None
+        n = self.cfg.train.bn_recalibrate
+        if n:
+            batches = iterate_minibatches(
+                self.dataset.train, self.cfg.data.eval_batch_size, shuffle=False,
+                device=self.device,
+            )  # fmt: skip
+            self.rule.net.recalibrate_norms(x for x, _ in itertools.islice(batches, n))
         ev = None
         for name in ("train", "val", "test"):
             ev = _evaluate_with(self.cfg, self.rule, getattr(self.dataset, name))
