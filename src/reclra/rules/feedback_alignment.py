@@ -59,7 +59,36 @@ def input_vjp(
     return grads[0], (grads[1] if skip is not None else None)
 
 
-class FA(LocalRule):
+class _Feedback(LocalRule):
+    """A walk with fixed random feedback tensors ``B`` (buffers) of the shapes the rule names."""
+
+    def __init__(
+        self,
+        net: LayeredNet,
+        *,
+        feedback_init: str = "uniform",
+        feedback_std: float = 0.05,
+        executor: str | Executor = "serial",
+    ) -> None:
+        super().__init__(net, executor=executor)
+        shapes = self.feedback_shapes(net)
+        self.B = SynapseDict(shapes, learnable=False, init=feedback_init, std=feedback_std)
+        self._levels = self.plan(net)
+
+    @staticmethod
+    def feedback_shapes(net: LayeredNet) -> dict[str, tuple[int, ...]]:  # pragma: no cover
+        """The shape of every feedback tensor, by name."""
+        raise NotImplementedError
+
+    def plan(self, net: LayeredNet) -> tuple[tuple[int, ...], ...]:  # pragma: no cover
+        """The levels of the walk (worked out once)."""
+        raise NotImplementedError
+
+    def levels(self) -> tuple[tuple[int, ...], ...]:
+        return self._levels
+
+
+class FA(_Feedback):
     """Feedback alignment: ``δ_{ℓ−1} = φ'(h_{ℓ−1}) ⊙ (B_ℓ-transported δ_ℓ)``, ``B_ℓ`` fixed random.
 
     ``B_ℓ`` has the shape of ``W_ℓ`` and replaces it in the backward pass only; with ``B_ℓ = W_ℓ``
@@ -74,23 +103,9 @@ class FA(LocalRule):
 
     name = "fa"
 
-    def __init__(
-        self,
-        net: LayeredNet,
-        *,
-        feedback_init: str = "uniform",
-        feedback_std: float = 0.05,
-        executor: str | Executor = "serial",
-    ) -> None:
-        super().__init__(net, executor=executor)
+    def plan(self, net: LayeredNet) -> tuple[tuple[int, ...], ...]:
+        """The chain ``L → … → 1``; also which layers read each ``z*_k``."""
         L = net.num_layers
-        shapes = {
-            _key(ell, n): tuple(net.layer(ell).get_parameter(n).shape)
-            for ell in range(2, L + 1)
-            for n in _feedback_params(net.layer(ell))
-        }
-        self.B = SynapseDict(shapes, learnable=False, init=feedback_init, std=feedback_std)
-        self._levels = tuple((ell,) for ell in range(L, 0, -1))
         # the layers that read z*_k (k+1, and residual outputs), top first: the order in which
         # their cotangents on z*_k are summed
         self._readers: dict[int, list[int]] = {k: [] for k in range(1, L)}
@@ -101,13 +116,20 @@ class FA(LocalRule):
             self._readers[ell - 1].append(ell)
         for readers in self._readers.values():
             readers.sort(reverse=True)
+        return tuple((ell,) for ell in range(L, 0, -1))
+
+    @staticmethod
+    def feedback_shapes(net: LayeredNet) -> dict[str, tuple[int, ...]]:
+        """``B_ℓ`` for every weight or kernel of layers ``2 … L``, shaped like it."""
+        return {
+            _key(ell, n): tuple(net.layer(ell).get_parameter(n).shape)
+            for ell in range(2, net.num_layers + 1)
+            for n in _feedback_params(net.layer(ell))
+        }
 
     def feedback(self, ell: int) -> dict[str, Tensor]:
         """The feedback tensors of layer ``ℓ``, by operator-parameter name."""
         return {n: self.B[_key(ell, n)] for n in _feedback_params(self.net.layer(ell))}
-
-    def levels(self) -> tuple[tuple[int, ...], ...]:
-        return self._levels
 
     def depth(self, updates: Mapping[int, LayerUpdate]) -> float:
         return float(self.net.num_layers)
@@ -137,7 +159,7 @@ class FA(LocalRule):
         return LayerUpdate(delta_h, directions, sends)
 
 
-class DFA(LocalRule):
+class DFA(_Feedback):
     """Direct feedback alignment: ``δ_ℓ = φ'(h_ℓ) ⊙ B_ℓ e_L`` for every hidden layer.
 
     ``B_ℓ`` (``n_ℓ × n_L``) is fixed and random; the output layer uses ``e_L`` itself. Every hidden
@@ -152,23 +174,16 @@ class DFA(LocalRule):
 
     name = "dfa"
 
-    def __init__(
-        self,
-        net: LayeredNet,
-        *,
-        feedback_init: str = "uniform",
-        feedback_std: float = 0.05,
-        executor: str | Executor = "serial",
-    ) -> None:
-        super().__init__(net, executor=executor)
+    def plan(self, net: LayeredNet) -> tuple[tuple[int, ...], ...]:
+        """The output, then every hidden layer in one level."""
         L = net.num_layers
-        n_L = net.layer(L).size
-        shapes = {str(ell): (net.layer(ell).size, n_L) for ell in range(1, L)}
-        self.B = SynapseDict(shapes, learnable=False, init=feedback_init, std=feedback_std)
-        self._levels = ((L,), tuple(range(1, L))) if L > 1 else ((L,),)
+        return ((L,), tuple(range(1, L))) if L > 1 else ((L,),)
 
-    def levels(self) -> tuple[tuple[int, ...], ...]:
-        return self._levels
+    @staticmethod
+    def feedback_shapes(net: LayeredNet) -> dict[str, tuple[int, ...]]:
+        """``B_ℓ`` of shape ``(n_ℓ, n_L)`` for every hidden layer."""
+        L = net.num_layers
+        return {str(ell): (net.layer(ell).size, net.layer(L).size) for ell in range(1, L)}
 
     def layer_work(self, step: Step, ell: int, done: Mapping[int, LayerUpdate]) -> LayerUpdate:
         trace, layer = step.trace, self.net.layer(ell)
