@@ -450,6 +450,10 @@ def test_bench_times_rules_side_by_side(capsys, tmp_path: Path) -> None:
         (["--rules", "backprop", "--input-shape", "1,x"], "--input-shape"),
         (["--rules", "backprop", "--set", "optim.lr=1"], "model options only"),
         (["--rules", "backprop", "--set", "model.width=3"], "unknown option"),
+        (["--rules", "backprop", "--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
+        (["--rules", "backprop,backprop"], "listed twice"),
+        (["--rules", "rec-lra:fused"], "must look like key=value"),
+        (["--rules", "rec-lra:executor=gpu"], "unknown executor 'gpu'"),
     ],
 )
 def test_bench_bad_input(capsys, argv, match) -> None:

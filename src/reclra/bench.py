@@ -39,6 +39,7 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from reclra.errors import ConfigError
 from reclra.executors import SerialExecutor
 from reclra.models import build_model
 from reclra.rules import Rule, build_rule
@@ -76,10 +77,10 @@ def parse_rule_spec(text: str) -> RuleSpec:
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"rule option {item!r} in {text!r} must look like key=value")
+            raise ConfigError(f"rule option {item!r} in {text!r} must look like key=value")
         options[key.strip()] = yaml.safe_load(value)
     if not name:
-        raise ValueError(f"no rule name in {text!r}")
+        raise ConfigError(f"no rule name in {text!r}")
     return RuleSpec(name, options, text.strip())
 
 
@@ -253,13 +254,13 @@ def benchmark_rules(
     """
     specs = [r if isinstance(r, RuleSpec) else parse_rule_spec(r) for r in rules]
     if not specs:
-        raise ValueError("give at least one rule to benchmark")
+        raise ConfigError("give at least one rule to benchmark")
     if len({s.label for s in specs}) != len(specs):
-        raise ValueError("a rule is listed twice")
+        raise ConfigError(f"a rule is listed twice: {[s.label for s in specs]}")
     if steps < 1 or rounds < 1 or warmup < 0 or not batch_sizes or min(batch_sizes) < 1:
-        raise ValueError("steps, rounds and batch sizes must be >= 1 and warmup >= 0")
+        raise ConfigError("steps, rounds and batch sizes must be >= 1 and warmup >= 0")
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        raise ConfigError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     device = torch.device(device)
     peak = peak_gflops if peak_gflops is not None else matmul_peak(device)
     runners: dict[str, tuple[Rule, torch.optim.Optimizer]] = {}
