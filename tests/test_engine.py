@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from reclra.errors import ConfigError
 from reclra.executors import EXECUTORS, SerialExecutor, ThreadsExecutor, build_executor
 from reclra.layers import Layer
 from reclra.models import build_model
@@ -124,7 +125,7 @@ def test_results_come_back_in_task_order_on_threads():
 def test_streams_executor_refuses_a_cpu_step():
     net = build_model("mlp", input_shape=SHAPE, num_classes=5, **MODELS["mlp"])
     rule = build_rule("rec-lra", net, executor="streams")
-    with pytest.raises(ValueError, match=r"streams.*CUDA.*cpu"):
+    with pytest.raises(ConfigError, match=r"streams.*CUDA.*cpu"):  # bad input, not a bug
         rule.compute_grads(torch.randn(4, *SHAPE), torch.randint(0, 5, (4,)))
 
 

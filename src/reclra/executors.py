@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 
 import torch
 
+from reclra.errors import ConfigError
 from reclra.registry import Registry
 
 __all__ = [
@@ -118,7 +119,7 @@ class StreamsExecutor:
     ) -> list[T]:
         if device is None or device.type != "cuda":
             where = "an unknown device" if device is None else str(device)
-            raise ValueError(
+            raise ConfigError(
                 f"the 'streams' executor runs on CUDA, but this step runs on {where}; "
                 f"use executor='serial' or 'threads'"
             )
