@@ -86,13 +86,14 @@ def test_pseudo_conv_masks_are_fixed_and_restored_from_a_checkpoint():
             assert torch.equal(b, masks[n])
 
 
-def test_blocks_pathway_targets_on_mlp_resnet():
+@pytest.mark.parametrize(("beta", "betas"), [(0.2, (0.2, 0.2)), ((0.3, 0.05), (0.3, 0.05))])
+def test_blocks_pathway_targets_on_mlp_resnet(beta, betas):
     """Every block output gets its target from the output error, every support layer from its
-    block output (000 Algorithm 2)."""
+    block output (000 Algorithm 2); with one β per level, each level displaces by its own."""
     torch.manual_seed(3)
     net = build_model("mlp-resnet", input_shape=(6,), num_classes=3, width=5, blocks=2, gap=2)
     # layers: 1 stem, (2 support, 3 output), (4 support, 5 output), 6 softmax
-    rule = RecLRA(net, pathway="blocks", beta=0.2)
+    rule = RecLRA(net, pathway="blocks", beta=beta)
     assert set(rule.pathway.edges) == {(6, 3), (6, 5), (3, 2), (5, 4), (6, 1)}
     x, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
     rule.compute_grads(x, y)
@@ -100,15 +101,24 @@ def test_blocks_pathway_targets_on_mlp_resnet():
         t = net.trace(x)
         e = {6: torch.softmax(t.logits, 1) - torch.nn.functional.one_hot(y, 3)}
 
-        def err(i, j):
+        def err(i, j, b):
             d = e[j] @ rule.E[f"{j}->{i}"].t()
-            return t.z[i] - torch.tanh(t.h[i] - 0.2 * d)
+            return t.z[i] - torch.tanh(t.h[i] - b * d)
 
-        for i, j in [(3, 6), (5, 6), (1, 6), (2, 3), (4, 5)]:
-            e[i] = err(i, j)
+        for i, j, level in [(3, 6, 0), (5, 6, 0), (1, 6, 0), (2, 3, 1), (4, 5, 1)]:
+            e[i] = err(i, j, betas[level])
     for ell in range(1, 7):
         want = e[ell].t() @ t.inp[ell] / 4
         torch.testing.assert_close(net.layer(ell).op.weight.grad, want)
+
+
+def test_beta_per_level_must_match_the_pathway_depth():
+    net = build_model("mlp-resnet", input_shape=(6,), num_classes=3, width=5, blocks=2, gap=2)
+    with pytest.raises(ValueError, match="beta has 3 values for a pathway of 2 levels"):
+        RecLRA(net, pathway="blocks", beta=[0.1, 0.1, 0.1])
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        RecLRA(net, pathway="blocks", beta=[0.1, 0.0])
+    assert RecLRA(net, pathway="skip", beta=[0.4]).betas == (0.4,)
 
 
 #: small instances of the image models, for 1×8×8 inputs and 3 classes

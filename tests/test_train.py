@@ -483,7 +483,7 @@ def test_corrupt_checkpoint(one_epoch_run: tuple) -> None:
         ("model.bogus=1", ValueError, "unknown option.* bogus for model 'mlp'"),
         ("model.sizes=[10, 5, 10]", ValueError, "model.sizes .* does not fit the data"),
         ("model.hidden=32", ConfigError, "model.hidden must be a list of integers, got 32"),
-        ("rule.beta=abc", ConfigError, "rule.beta must be a finite number, got 'abc'"),
+        ("rule.beta=abc", ConfigError, "rule.beta must be a finite number or a list of finite numbers, got 'abc'"),
         ("data.dataset=nope", ValueError, "unknown dataset 'nope'"),
     ],
 )
@@ -633,3 +633,33 @@ def test_synapse_lr_scale_gives_error_synapses_their_own_learning_rate() -> None
     assert {id(p) for p in synapse_group["params"]} == {id(p) for p in rule.E.parameters()}
     fixed = build_rule("rec-lra", net, error_rule="fixed")
     assert len(_make_optimizer(cfg, fixed).param_groups) == 1  # no learnable synapses
+
+
+def test_synapse_weight_decay_decays_the_error_synapses_alone() -> None:
+    """``optim.synapse_weight_decay`` sets the synapse group's decay (E alone with weight_decay
+    0); by default the synapses decay as the model does. One AdamW step on zero directions moves
+    only what decays, by ``lr · wd`` of itself."""
+    from reclra.models import build_model
+    from reclra.rules import build_rule
+    from reclra.train import _make_optimizer
+
+    net = build_model("mlp", input_shape=(4,), num_classes=3, hidden=[5, 5])
+    rule = build_rule("rec-lra", net, error_rule="transpose")
+    base = apply_overrides(Config(), ["optim.name=adamw", "optim.lr=0.1", "optim.weight_decay=0"])
+    alone = apply_overrides(base, ["optim.synapse_weight_decay=0.5"])
+    model_group, synapse_group = _make_optimizer(alone, rule).param_groups
+    assert (model_group["weight_decay"], synapse_group["weight_decay"]) == (0.0, 0.5)
+    shared = apply_overrides(base, ["optim.weight_decay=0.01"])
+    assert [g["weight_decay"] for g in _make_optimizer(shared, rule).param_groups] == [0.01] * 2
+
+    opt = _make_optimizer(alone, rule)
+    before = [p.detach().clone() for p in rule.parameters()]
+    for p in rule.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    ids = {id(p) for p in net.parameters()}
+    for p, old in zip(rule.parameters(), before, strict=True):
+        want = old if id(p) in ids else old * (1 - 0.1 * 0.5)
+        torch.testing.assert_close(p.detach(), want)
+    with pytest.raises(ConfigError, match="synapse_weight_decay must be >= 0"):
+        apply_overrides(base, ["optim.synapse_weight_decay=-1"])

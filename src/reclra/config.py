@@ -137,6 +137,15 @@ def _number(
     return check
 
 
+def _or_null(check: Check) -> Check:
+    """``check``, with ``null`` accepted as itself."""
+
+    def or_null(where: str, value: Any) -> Any:
+        return None if value is None else check(where, value)
+
+    return or_null
+
+
 def _choice(*choices: str) -> Check:
     def check(where: str, value: Any) -> str:
         if value not in choices:
@@ -216,6 +225,12 @@ class OptimConfig:
         _number(0.0, strict=True),
         "lr of the rule's learnable error synapses relative to lr (Adam ignores a gradient's "
         "scale, so this is how γ < 1 slows E down under Adam)",
+    )
+    synapse_weight_decay: float | None = option(
+        None,
+        _or_null(_number(0.0)),
+        "weight decay of the rule's learnable error synapses (null: weight_decay, as the model's;"
+        " set weight_decay: 0 and this > 0 to decay E alone)",
     )
     eps: float = option(1e-8, _number(0.0, strict=True), "denominator term (adam/adamw/rmsprop)")
     alpha: float = option(0.99, _number(0.0, below=1.0), "rmsprop smoothing constant")

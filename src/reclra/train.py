@@ -457,15 +457,18 @@ def _evaluate_with(cfg: Config, rule: Rule, split: Split) -> Evaluation:
 
 def _param_groups(cfg: Config, rule: Rule) -> list[dict[str, Any]]:
     """The model's parameters at ``lr``; the rule's own learnable synapses (if any) at
-    ``lr · synapse_lr_scale``. Each group keeps its ``name`` and ``base_lr`` (the lr the
-    schedule's factor multiplies)."""
+    ``lr · synapse_lr_scale`` and with ``synapse_weight_decay`` where set. Each group keeps its
+    ``name`` and ``base_lr`` (the lr the schedule's factor multiplies)."""
     model = list(rule.net.parameters())
     ids = {id(p) for p in model}
     synapses = [p for p in rule.parameters() if id(p) not in ids]
     groups = [{"params": model, "name": "model", "base_lr": cfg.optim.lr}]
     if synapses:
         lr = cfg.optim.lr * cfg.optim.synapse_lr_scale
-        groups.append({"params": synapses, "name": "synapses", "base_lr": lr, "lr": lr})
+        group = {"params": synapses, "name": "synapses", "base_lr": lr, "lr": lr}
+        if cfg.optim.synapse_weight_decay is not None:
+            group["weight_decay"] = cfg.optim.synapse_weight_decay
+        groups.append(group)
     return groups
 
 

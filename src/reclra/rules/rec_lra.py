@@ -70,6 +70,19 @@ SYNAPSE_RULES: dict[str, SynapseRule] = {
 ERROR_RULES = tuple(SYNAPSE_RULES)
 
 
+def _level_betas(beta: float | Sequence[float], depth: int) -> tuple[float, ...]:
+    """β of each of the ``depth`` pathway levels below the output, from one number or a list."""
+    betas = (beta,) * depth if isinstance(beta, (int, float)) else tuple(beta)
+    if len(betas) != depth:
+        raise ValueError(
+            f"beta has {len(betas)} values for a pathway of {depth} levels below the output; "
+            f"give one number or {depth}"
+        )
+    if not all(b > 0 for b in betas):
+        raise ValueError(f"beta must be > 0, got {beta}")
+    return betas
+
+
 class RecLRA(LocalRule):
     """rec-LRA over any error pathway.
 
@@ -83,7 +96,9 @@ class RecLRA(LocalRule):
         pathway: ``"chain"``, ``"skip"``, ``"blocks"``, a list of edges ``(j, i)``, or a
             :class:`~reclra.pathway.Pathway`. Default: ``"blocks"`` for residual models (000
             Algorithm 2), ``"skip"`` otherwise.
-        beta: β, the step of the target displacement (eq. 3).
+        beta: β, the step of the target displacement (eq. 3): one number for every layer, or
+            one per pathway level below the output (``[β_1, β_2, …]``, level 1 first — on
+            ``blocks``: the block outputs, then their support layers).
         gamma: γ, the scale of the error-synapse update (eq. 6 / transpose rule).
         error_rule: how the synapses ``E`` learn — ``"paper"`` (``ΔE_{j→i} = −γ d_i e_jᵀ``),
             ``"fixed"`` (never; buffers, as in LRA-fdbk) or ``"transpose"`` (``ΔE_{j→i} =
@@ -116,7 +131,7 @@ class RecLRA(LocalRule):
         net: LayeredNet,
         *,
         pathway: str | Sequence[Sequence[int]] | Pathway | None = None,
-        beta: float = 0.1,
+        beta: float | Sequence[float] = 0.1,
         gamma: float = 1.0,
         error_rule: Literal["paper", "fixed", "transpose"] = "fixed",
         e_init: str = "gaussian",
@@ -131,8 +146,6 @@ class RecLRA(LocalRule):
         super().__init__(net, executor=executor)
         if error_rule not in SYNAPSE_RULES:
             raise ValueError(f"unknown error_rule {error_rule!r}; choose from {ERROR_RULES}")
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         if clip is not None and clip <= 0:
@@ -151,7 +164,11 @@ class RecLRA(LocalRule):
             self.pathway = Pathway.preset(pathway, L, net.blocks)
         else:
             self.pathway = Pathway.from_edges(pathway, L)
-        self.beta, self.gamma, self.error_rule, self.clip = beta, gamma, error_rule, clip
+        self.betas = _level_betas(beta, self.pathway.depth)
+        #: β of every layer below the output (its level's)
+        below = zip(self.pathway.levels[1:], self.betas, strict=True)
+        self.beta_of = {i: b for level, b in below for i in level}
+        self.gamma, self.error_rule, self.clip = gamma, error_rule, clip
         self.synapses = SYNAPSE_RULES[error_rule]
         if e_kernel < 1 or e_kernel % 2 == 0:
             raise ValueError(f"e_kernel must be a positive odd size, got {e_kernel}")
@@ -207,7 +224,7 @@ class RecLRA(LocalRule):
             d_parts.append((key, e_j, d_ji))
         d_i = reduce(torch.add, (d.detach() for _, _, d in d_parts))  # Σ_j E_{j→i} e_j
         d_i = reproject(d_i, self.clip, per_row=True)
-        y_i = target(layer.activation.f, trace.h[i], d_i, self.beta)
+        y_i = target(layer.activation.f, trace.h[i], d_i, self.beta_of[i])
         e_i = error_neurons(trace.z[i], y_i)
         learns, norm = self._learns(e_i)
         if not learns:

@@ -154,7 +154,7 @@ class DenseSkipKernel:
         e_k = e_L.expand(k, *e_L.shape)  # (k, B, n_L), a view
         # h_i − β E_{L→i} e_L for every layer in one batched GEMM adding onto H in place: the
         # step reads h no more, so its buffer holds the targets, then the errors
-        Y = torch.baddbmm(H, e_k, E_stack.transpose(1, 2), alpha=-rule.beta, out=H)
+        Y = torch.baddbmm(H, e_k, E_stack.transpose(1, 2), alpha=-rule.betas[0], out=H)
         if self._f_into is not None:
             self._f_into(Y, out=Y)  # y_i = f(h_i − β d_i)
         else:

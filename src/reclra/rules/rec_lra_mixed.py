@@ -10,6 +10,7 @@ targets straight from the output, as in the ``skip`` pathway. No gradient crosse
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -40,7 +41,7 @@ class RecLRABlockBackprop(RecLRA):
         self,
         net: LayeredNet,
         *,
-        beta: float = 0.1,
+        beta: float | Sequence[float] = 0.1,
         gamma: float = 1.0,
         error_rule: Literal["paper", "fixed", "transpose"] = "fixed",
         e_init: str = "gaussian",
