@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import statistics
 
 import pytest
 import torch
@@ -85,6 +86,10 @@ def test_benchmark_reports_every_field():
     for r in results:
         assert r.median_ms > 0 and r.examples_per_s > 0 and len(r.rounds) == 2
         assert r.gflop_per_step > 0 and r.peak_fraction > 0 and r.peak_mem_mib > 0
+        assert r.round_peaks == [10.0, 10.0] and r.peak_gflops == 10.0
+        # per round: the step's GFLOP/s over that round's peak; reported: their median
+        rates = [r.gflop_per_step / (ms / 1e3) / 10.0 for ms in r.rounds]
+        assert r.peak_fraction == pytest.approx(statistics.median(rates))
     by = {(r.rule, r.batch_size): r for r in results}
     assert by[("backprop", 4)].ratio_to_first == 1.0
     assert (

@@ -343,7 +343,10 @@ def test_help_shows_the_defaults(capsys) -> None:
         (["--epochs", "0"], "train.epochs must be an integer >= 1"),
         (["--set", "model.sizes=[10,5,10]"], "does not fit the data"),
         (["--set", "model.bogus=1"], "unknown option(s) bogus for model 'mlp'"),
-        (["--set", "rule.beta=abc"], "rule.beta must be a finite number or a list of finite numbers, got 'abc'"),
+        (
+            ["--set", "rule.beta=abc"],
+            ("rule.beta must be a finite number or a list of finite numbers, got 'abc'"),
+        ),
         (["--device", "tpu"], "train.device must be auto, cpu, cuda or cuda:N"),
     ],
 )

@@ -76,9 +76,15 @@ def assert_same_weights(a: Path, b: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 BAD_TRAIN_INPUT = [
-    (["--set", "rule.beta=abc"], "rule.beta must be a finite number or a list of finite numbers, got 'abc'"),
+    (
+        ["--set", "rule.beta=abc"],
+        ("rule.beta must be a finite number or a list of finite numbers, got 'abc'"),
+    ),
     (["--set", "model.hidden=abc"], "model.hidden must be a list of integers, got 'abc'"),
-    (["--set", "rule.beta=1e400"], "rule.beta must be a finite number or a list of finite numbers, got inf"),
+    (
+        ["--set", "rule.beta=1e400"],
+        ("rule.beta must be a finite number or a list of finite numbers, got inf"),
+    ),
     (["--set", "rule.beta=-1"], "rule 'rec-lra': beta must be > 0"),
     (["--set", "model.hidden=[]"], "model.hidden must list at least one width"),
     (["--set", "rule.error_rule=hebb"], "rule.error_rule must be one of 'paper'"),

@@ -483,7 +483,11 @@ def test_corrupt_checkpoint(one_epoch_run: tuple) -> None:
         ("model.bogus=1", ValueError, "unknown option.* bogus for model 'mlp'"),
         ("model.sizes=[10, 5, 10]", ValueError, "model.sizes .* does not fit the data"),
         ("model.hidden=32", ConfigError, "model.hidden must be a list of integers, got 32"),
-        ("rule.beta=abc", ConfigError, "rule.beta must be a finite number or a list of finite numbers, got 'abc'"),
+        (
+            "rule.beta=abc",
+            ConfigError,
+            ("rule.beta must be a finite number or a list of finite numbers, got 'abc'"),
+        ),
         ("data.dataset=nope", ValueError, "unknown dataset 'nope'"),
     ],
 )

@@ -11,8 +11,10 @@ compute_grads, optimizer step) after warm-up. Reported per rule and batch size:
   :class:`torch.utils.flop_counter.FlopCounterMode` from the shapes the step really multiplies)
   and its ratio to the first rule's — the *FLOP floor ratio*: the step-time ratio a rule would
   have if time were arithmetic alone;
-- the fraction of this machine's matmul peak the step reaches (its FLOPs per second over the
-  GFLOP/s of one large square GEMM, measured by :func:`matmul_peak` in the same process);
+- the fraction of this machine's matmul peak the step reaches: in every round, its FLOPs per
+  second over the GFLOP/s of a large square GEMM measured by :func:`matmul_peak` in that same
+  round (a shared machine's speed drifts between rounds; the peak is taken where the steps ran),
+  median over rounds; the rounds' peaks are reported too;
 - the peak memory a step allocates above what is resident before it (CUDA: the allocator's peak;
   CPU: the running sum, in time order, of each operator's own net allocation as the profiler
   records it — temporaries freed inside one operator do not show).
@@ -131,9 +133,11 @@ class BenchResult:
     examples_per_s: float
     gflop_per_step: float
     flop_ratio_to_first: float
-    peak_fraction: float
+    peak_fraction: float  # median over rounds of (step GFLOP/s) / (that round's matmul peak)
+    peak_gflops: float  # median of the rounds' matmul peaks
     peak_mem_mib: float
     rounds: list[float]
+    round_peaks: list[float]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -244,13 +248,15 @@ def benchmark_rules(
     device: str | torch.device = "cpu",
     seed: int = 0,
     peak_gflops: float | None = None,
+    peak_repeats: int = 3,
 ) -> list[BenchResult]:
     """Time training steps of each rule on random data of the given shape, per batch size.
 
     Every rule trains its own copy of the same model (same seed) with the same optimizer; the
     data are random tensors on ``device`` (speed does not depend on their values). Results are
     grouped by batch size, rules in the order given; ratios are to the first rule.
-    ``peak_gflops`` skips measuring the machine's matmul peak.
+    The matmul peak is measured in every round (:func:`matmul_peak`, best of
+    ``peak_repeats``); a given ``peak_gflops`` is used instead (no measurement).
     """
     specs = [r if isinstance(r, RuleSpec) else parse_rule_spec(r) for r in rules]
     if not specs:
@@ -262,7 +268,12 @@ def benchmark_rules(
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     device = torch.device(device)
-    peak = peak_gflops if peak_gflops is not None else matmul_peak(device)
+
+    def peak() -> float:
+        if peak_gflops is not None:
+            return peak_gflops
+        return matmul_peak(device, repeats=peak_repeats)
+
     runners: dict[str, tuple[Rule, torch.optim.Optimizer]] = {}
     for spec in specs:
         torch.manual_seed(seed)
@@ -292,7 +303,9 @@ def benchmark_rules(
             if warmup:
                 run(spec.label, warmup)
         times: dict[str, list[float]] = {s.label: [] for s in specs}
+        peaks = []
         for _ in range(rounds):
+            peaks.append(peak())
             for spec in specs:
                 times[spec.label].append(run(spec.label, steps))
         flops, memory = {}, {}
@@ -311,6 +324,7 @@ def benchmark_rules(
             paired = sorted(a / b for a, b in zip(times[spec.label], times[first], strict=True))
             pq = _quartiles(paired)
             gflop = flops[spec.label] / 1e9
+            rates = [gflop / (ms / 1e3) / g for ms, g in zip(times[spec.label], peaks, strict=True)]
             results.append(
                 BenchResult(
                     rule=spec.label,
@@ -324,9 +338,11 @@ def benchmark_rules(
                     examples_per_s=batch / med * 1e3,
                     gflop_per_step=gflop,
                     flop_ratio_to_first=flops[spec.label] / max(flops[first], 1),
-                    peak_fraction=gflop / (med / 1e3) / peak,
+                    peak_fraction=statistics.median(rates),
+                    peak_gflops=statistics.median(peaks),
                     peak_mem_mib=memory[spec.label] / 2**20,
                     rounds=times[spec.label],
+                    round_peaks=peaks,
                 )
             )
     return results

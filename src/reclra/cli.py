@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import json
 import os
+import statistics
 import sys
 import time
 import traceback
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 import reclra
 from reclra.activations import activation_names
-from reclra.bench import OPTIMIZERS, benchmark_rules, matmul_peak, parse_rule_list
+from reclra.bench import OPTIMIZERS, benchmark_rules, parse_rule_list
 from reclra.config import (
     Config,
     ConfigError,
@@ -527,17 +528,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     options = {k: v for k, v in cfg.model.items() if k != "name"}
-    peak = matmul_peak(device)
     results = benchmark_rules(
         specs, model=args.model, model_options=options, input_shape=shape,
         num_classes=args.classes, batch_sizes=batch_sizes, steps=args.steps,
-        rounds=args.rounds, optimizer=args.optimizer, device=device, peak_gflops=peak,
+        rounds=args.rounds, optimizer=args.optimizer, device=device,
     )  # fmt: skip
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peaks = [g for r in results[:: len(specs)] for g in r.round_peaks]
     print(
         f"{args.model} {options or ''} · {where} · {torch.get_num_threads()} threads · "
-        f"{args.optimizer} · {args.rounds} rounds × {args.steps} steps · "
-        f"matmul peak {peak:.1f} GFLOP/s"
+        f"{args.optimizer} · {args.rounds} rounds × {args.steps} steps · matmul peak "
+        f"(every round) median {statistics.median(peaks):.1f}, {min(peaks):.1f}–{max(peaks):.1f} "
+        "GFLOP/s"
     )
     width = max(len(s.label) for s in specs) + 2
     print(
@@ -554,7 +556,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         report = {
             "model": args.model, "model_options": options, "input_shape": list(shape),
             "device": where, "threads": torch.get_num_threads(), "optimizer": args.optimizer,
-            "matmul_peak_gflops": peak, "torch": torch.__version__,
+            "matmul_peak_gflops": statistics.median(peaks), "torch": torch.__version__,
             "results": [r.as_dict() for r in results],
         }  # fmt: skip
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
