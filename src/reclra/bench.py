@@ -1,8 +1,9 @@
 """Side-by-side speed of learning rules on the same model, data shape and optimizer.
 
 Rules are timed in interleaved rounds (rule A, rule B, …, then again), so drifts of a noisy
-machine hit every rule alike; each round times ``steps`` full training steps (zero_grad,
-compute_grads, optimizer step) after warm-up. Reported per rule and batch size:
+machine hit every rule alike; each round measures the matmul peak, then for each rule runs
+``warmup`` untimed steps and times ``steps`` full training steps (zero_grad, compute_grads,
+optimizer step). Reported per rule and batch size:
 
 - median and spread (min, max, IQR) of ms per step over rounds, examples/s, and the ratio to the
   first rule (the reference, usually backprop): the median over rounds of the two rules' times in
@@ -299,14 +300,13 @@ def benchmark_rules(
             _sync(device)
             return (time.perf_counter() - start) / n * 1e3
 
-        for spec in specs:
-            if warmup:
-                run(spec.label, warmup)
         times: dict[str, list[float]] = {s.label: [] for s in specs}
         peaks = []
         for _ in range(rounds):
             peaks.append(peak())
             for spec in specs:
+                if warmup:  # untimed: caches and clocks back to the step's after the peak GEMMs
+                    run(spec.label, warmup)
                 times[spec.label].append(run(spec.label, steps))
         flops, memory = {}, {}
         for spec in specs:
