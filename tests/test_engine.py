@@ -27,8 +27,9 @@ MODELS = {
     "resnet18": {"width": 4, "stages": (1, 1)},
 }
 LOCAL_RULES = {  # name → options that give levels of several layers where the rule has them
-    "rec-lra": {"fused": False},  # the layer-by-layer walk (the MLP's fused kernel is below)
-    "rec-lra-fused": {},
+    # the layer-by-layer walk; the MLP's fused kernel runs with the serial executor alone (an
+    # explicit executor walks the levels on it), and tests/test_fused.py checks it
+    "rec-lra": {"fused": False},
     "rec-lra-transpose": {"error_rule": "transpose", "clip": 0.5},
     "rec-lra-paper-chain": {"error_rule": "paper", "pathway": "chain"},
     "rec-lra-bp": {},

@@ -9,6 +9,7 @@ import torch
 
 from reclra.models import MLP, build_model
 from reclra.rules import RecLRA
+from reclra.rules.base import error_norm
 from reclra.rules.rec_lra_dense import DenseSkipKernel
 
 
@@ -22,14 +23,20 @@ def _pair(sizes, activation="tanh", dtype=torch.float64, **options):
 
 
 def _step(rule, x, y):
-    calls = []
-    if rule.kernel is not None:  # count the levels the kernel really computed
-        work = rule.kernel.level_work
-        rule.kernel.level_work = lambda *a: calls.append(work(*a)) or calls[-1]
     stats = rule.compute_grads(x, y)
-    assert (rule.kernel is None) or [c is not None for c in calls] == [False, True]
     grads = {n: p.grad.clone() for n, p in rule.named_parameters() if p.grad is not None}
     return stats, grads
+
+
+def _walked_step(rule, x, y):
+    """``rule.walk`` (what analyses call): the walk's levels, the hidden one by the kernel."""
+    calls = []
+    work = rule.kernel.level_work
+    rule.kernel.level_work = lambda *a: calls.append(work(*a)) or calls[-1]
+    _, updates = rule.walk(x, y)
+    assert [c is not None for c in calls] == [False, True]  # the root walks, the level is fused
+    grads = {n: p.grad.clone() for n, p in rule.named_parameters() if p.grad is not None}
+    return updates, grads
 
 
 @pytest.mark.parametrize("error_rule", ["fixed", "paper", "transpose"])
@@ -51,6 +58,12 @@ def test_fused_equals_the_walk(error_rule, activation, sizes):
         torch.testing.assert_close(s1.error_norms[ell], s2.error_norms[ell])
     torch.testing.assert_close(s1.loss, s2.loss, rtol=0, atol=0)
     assert s1.depth == s2.depth == 1.0
+    fused.zero_grad(set_to_none=True)
+    updates, g3 = _walked_step(fused, x, y)
+    for name in g1:
+        torch.testing.assert_close(g3[name], g1[name], rtol=1e-12, atol=1e-14, msg=name)
+    for ell, update in updates.items():
+        torch.testing.assert_close(error_norm(update.error), s2.error_norms[ell])
 
 
 def test_fused_float32_matches_to_rounding():
@@ -102,6 +115,7 @@ def test_the_kernel_applies_only_where_it_is_exact():
     assert RecLRA(mlp, pathway="chain").kernel is None
     assert RecLRA(mlp, clip=1.0).kernel is None
     assert RecLRA(mlp, fused=False).kernel is None
+    assert RecLRA(mlp, executor="threads").kernel is None  # the levels run on the executor
     ragged = build_model("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=[8, 6])
     assert RecLRA(ragged).kernel is None
     sign = build_model("mlp", input_shape=(1, 4, 4), num_classes=3, activation="sign")

@@ -24,7 +24,7 @@ from reclra.executors import Executor
 from reclra.functional import error_neurons, reproject, target
 from reclra.network import LayeredNet, Trace
 from reclra.pathway import Pathway, edge_key
-from reclra.rules.base import LocalRule, Step, SynapseDict, error_norm
+from reclra.rules.base import LocalRule, Step, StepStats, SynapseDict, error_norm
 from reclra.rules.rec_lra_dense import DenseSkipKernel
 from reclra.synapses import synapse_grad, synapse_shape, transmit
 from reclra.walk import Directions, LayerUpdate
@@ -119,7 +119,7 @@ class RecLRA(LocalRule):
             below ε is not updated this step (its weight and synapse GEMMs are not computed);
             its error still feeds the layers it reaches. 0 (the default) updates every layer.
         fused: run the level below the root as batched kernels where that applies (a plain MLP
-            of one hidden width on the ``skip`` pathway, no ``clip``: see
+            of one hidden width on the ``skip`` pathway, no ``clip``, ``serial`` executor: see
             :mod:`reclra.rules.rec_lra_dense`); the same maths as the layer-by-layer walk, to
             float rounding. ``False`` always walks layer by layer.
     """
@@ -193,6 +193,13 @@ class RecLRA(LocalRule):
     def levels(self) -> tuple[tuple[int, ...], ...]:
         """The pathway's levels, the output's first: each is a group of independent layers."""
         return self.pathway.levels
+
+    def compute_grads(self, x: Tensor, y: Tensor) -> StepStats:
+        if self.kernel is None:
+            return super().compute_grads(x, y)
+        self.check_batch(x, y)
+        with torch.no_grad():
+            return self.kernel.step(x, y)
 
     def record(self, x: Tensor) -> Trace:
         return super().record(x) if self.kernel is None else self.kernel.record(x)

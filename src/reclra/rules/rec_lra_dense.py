@@ -20,8 +20,12 @@ that of the layer-by-layer walk (:meth:`RecLRA.layer_work`): the two agree to fl
 (batched and single GEMMs may round differently), which the tests check.
 
 The kernel applies when every layer is a plain ``nn.Linear`` with no residual input, every hidden
-layer has the same width and a plain activation (``z* = f(h)``), the pathway is ``skip`` and no
-re-projection bound is set; otherwise :class:`~reclra.rules.RecLRA` walks layer by layer.
+layer has the same width and a plain activation (``z* = f(h)``), the pathway is ``skip``, no
+re-projection bound is set and the executor is ``serial``; otherwise :class:`~reclra.rules.RecLRA`
+walks layer by layer. Then ``compute_grads`` is :meth:`DenseSkipKernel.step`: the output layer
+and this level in one function, with none of the walk's per-level bookkeeping (at batch 32 that
+bookkeeping is a tenth of a step); ``RecLRA.walk`` (for analyses) still walks the levels, the
+hidden one through :meth:`DenseSkipKernel.level_work`.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from reclra.executors import SerialExecutor
+from reclra.functional import output_error
+from reclra.layers import local_grads
 from reclra.network import Trace
-from reclra.rules.base import Step
-from reclra.walk import LayerUpdate
+from reclra.rules.base import Step, StepStats, error_norm
+from reclra.walk import LayerUpdate, apply_directions
 
 if TYPE_CHECKING:
     from reclra.rules.rec_lra import RecLRA
@@ -70,8 +77,8 @@ class DenseSkipKernel:
     @classmethod
     def for_rule(cls, rule: RecLRA) -> DenseSkipKernel | None:
         net, L = rule.net, rule.net.num_layers
-        if L < 2 or rule.clip is not None:
-            return None
+        if L < 2 or rule.clip is not None or not isinstance(rule.executor, SerialExecutor):
+            return None  # an explicit executor runs the walk's levels: the kernel would bypass it
         if any(
             not layer.is_dense or layer.skip_from is not None or layer.op.bias is None
             for layer in net.layers
@@ -116,12 +123,29 @@ class DenseSkipKernel:
 
     # -- the step -----------------------------------------------------------------------------
 
-    def record(self, x: Tensor) -> Trace:
-        """The forward pass into the stacked buffers, as a :class:`Trace` of views."""
+    def step(self, x: Tensor, y: Tensor) -> StepStats:
+        """One whole ``compute_grads`` (under ``no_grad``): the forward pass into the stacks, the
+        output error, the output layer's update, the level below it; ``.grad`` filled as the
+        walk fills it. The walk's levels without its per-level bookkeeping (a step of a small
+        batch is short enough for that to show)."""
         z = x.flatten(1)
+        bufs, h_L = self._forward(z)
+        e_L, loss = output_error(h_L, y)
+        rule = self.rule
+        learns, norm_L = rule._learns(e_L)
+        root = local_grads(self._out, bufs["Z_k"][-1], e_L) if learns else ()
+        apply_directions(root)
+        norms = {self.L: error_norm(e_L) if norm_L is None else norm_L}
+        for i, update in zip(self.hidden, self._hidden(e_L, z, bufs), strict=True):
+            apply_directions(update.directions)
+            norms[i] = update.norm
+        return StepStats(loss=loss, error_norms=norms, depth=float(rule.pathway.depth))
+
+    def _forward(self, z: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """The forward pass of a flat batch ``z`` into the stacked buffers; returns them and
+        the logits ``h_L``."""
         bufs = self._stacks(z)
         H_k, Z_k = bufs["H_k"], bufs["Z_k"]
-        inp, hs = [None, z], [None]
         for k, ((W, b), f) in enumerate(zip(self._params, self._fs, strict=True)):
             torch.addmm(b, z, W.t(), out=H_k[k])  # h_i = W_i z_{i−1} + b_i
             if self._f_into is not None:
@@ -129,12 +153,18 @@ class DenseSkipKernel:
             else:
                 Z_k[k].copy_(f(H_k[k]))
             z = Z_k[k]
-            inp.append(z), hs.append(H_k[k])
-        out = self._out
-        h_L = out(z)  # inp[ℓ] = z*_{ℓ−1}: the input, then every stacked z
-        zs = [None, *Z_k, out.activation.f(h_L)]
+        return bufs, self._out(z)
+
+    def record(self, x: Tensor) -> Trace:
+        """The forward pass into the stacked buffers, as a :class:`Trace` of views."""
+        z = x.flatten(1)
+        bufs, h_L = self._forward(z)
+        Z_k = bufs["Z_k"]
+        inp = [None, z, *Z_k]  # inp[ℓ] = z*_{ℓ−1}: the input, then every stacked z
+        zs = [None, *Z_k, self._out.activation.f(h_L)]
         none = [None] * (self.L + 1)
-        return Trace(inp=inp, skip=none, local=none, h=[*hs, h_L], z=zs, out=[inp[1], *zs[1:]])
+        h = [None, *bufs["H_k"], h_L]
+        return Trace(inp=inp, skip=none, local=none, h=h, z=zs, out=[z, *zs[1:]])
 
     def level_work(
         self, step: Step, level: Sequence[int], done: Mapping[int, LayerUpdate]
@@ -142,12 +172,18 @@ class DenseSkipKernel:
         """Every hidden layer's update in batched kernels (``None`` for the root level)."""
         if sorted(level) != list(self.hidden):
             return None
-        rule, trace = self.rule, step.trace
         e_L = done[self.L].error  # (B, n_L)
         bufs = self._stacks(e_L)
-        H, Z, D = bufs["H"], bufs["Z"], bufs["D"]
-        if H.data_ptr() != trace.h[1].data_ptr():
+        if bufs["H"].data_ptr() != step.trace.h[1].data_ptr():
             return None  # not a trace of this kernel (a step recorded elsewhere)
+        updates = dict(zip(self.hidden, self._hidden(e_L, step.trace.inp[1], bufs), strict=True))
+        return [updates[i] for i in level]
+
+    def _hidden(self, e_L: Tensor, x: Tensor, bufs: dict[str, Tensor]) -> list[LayerUpdate]:
+        """The updates of the hidden layers, in order, from ``e_L``, the flat input ``x`` and
+        the stacks the forward pass filled."""
+        rule = self.rule
+        H, Z, D = bufs["H"], bufs["Z"], bufs["D"]
         B = e_L.shape[0]
         k = len(self.hidden)
         E_stack = self._synapse_stack()  # (k, n, n_L)
@@ -162,7 +198,6 @@ class DenseSkipKernel:
                 Y[j].copy_(f(Y[j]))
         err = torch.sub(Z, Y, out=Y)  # e_i = z_i − y_i, (k, B, n), in place of y
         norm = torch.linalg.vector_norm(err, dim=2).mean(1)  # mean ‖e_i‖, (k,)
-        x = trace.inp[1]
         if rule.epsilon > 0:  # adaptive depth: only the layers whose error reaches ε learn
             active = [j for j, v in enumerate(norm.tolist()) if v >= rule.epsilon]
         else:
@@ -177,8 +212,7 @@ class DenseSkipKernel:
                 dW += _gemm(err[1:].transpose(1, 2), Z[:-1], 1.0 / B).unbind(0)  # (k−1, n, n)
             db = (err.sum(1) / B).unbind(0)  # (k, n)
             if cotangent is not None:  # ΔE_{L→i} = γ mean cot_i e_Lᵀ, (k, n, n_L)
-                dE = _gemm(cotangent.transpose(1, 2), e_L.expand(k, *e_L.shape), 1.0 / B)
-                dE = dE.unbind(0)
+                dE = _gemm(cotangent.transpose(1, 2), e_k, 1.0 / B).unbind(0)
         else:  # the active layers one by one; the others' GEMMs are not done at all
             dW, db, dE = {}, {}, {}
             for j in active:
@@ -186,16 +220,16 @@ class DenseSkipKernel:
                 db[j] = err[j].sum(0) / B
                 if cotangent is not None:
                     dE[j] = _gemm(cotangent[j].t(), e_L, 1.0 / B)
-        updates = {}
+        updates = []
         norms, errors, synapses = norm.unbind(0), err.unbind(0), rule.E
-        for j, (i, (W, b)) in enumerate(zip(self.hidden, self._params, strict=True)):
+        for j, (W, b) in enumerate(self._params):
             directions = ()
             if j in active:
                 directions = ((W, dW[j]), (b, db[j]))
                 if cotangent is not None:
                     directions += ((synapses[self.keys[j]], dE[j]),)
-            updates[i] = LayerUpdate(errors[j], directions, norm=norms[j])
-        return [updates[i] for i in level]
+            updates.append(LayerUpdate(errors[j], directions, norm=norms[j]))
+        return updates
 
 
 def _gemm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
