@@ -71,6 +71,7 @@ class DenseSkipKernel:
         common = self._fs[0]
         self._f_into = _INTO.get(common) if all(f is common for f in self._fs) else None
         self._out = net.layer(self.L)
+        self._out_params = (self._out.op.weight, self._out.op.bias)
         self._buffers: dict[tuple, dict[str, Tensor]] = {}
         self._fixed_stack: tuple[tuple, Tensor] | None = None
 
@@ -153,7 +154,8 @@ class DenseSkipKernel:
             else:
                 Z_k[k].copy_(f(H_k[k]))
             z = Z_k[k]
-        return bufs, self._out(z)
+        W_L, b_L = self._out_params
+        return bufs, torch.addmm(b_L, z, W_L.t())  # h_L, as the output layer's nn.Linear
 
     def record(self, x: Tensor) -> Trace:
         """The forward pass into the stacked buffers, as a :class:`Trace` of views."""
@@ -210,7 +212,7 @@ class DenseSkipKernel:
             dW = [_gemm(err[0].t(), x, 1.0 / B)]  # (n, D)
             if k > 1:
                 dW += _gemm(err[1:].transpose(1, 2), Z[:-1], 1.0 / B).unbind(0)  # (k−1, n, n)
-            db = (err.sum(1) / B).unbind(0)  # (k, n)
+            db = err.mean(1).unbind(0)  # (k, n)
             if cotangent is not None:  # ΔE_{L→i} = γ mean cot_i e_Lᵀ, (k, n, n_L)
                 dE = _gemm(cotangent.transpose(1, 2), e_k, 1.0 / B).unbind(0)
         else:  # the active layers one by one; the others' GEMMs are not done at all
