@@ -41,7 +41,7 @@ from reclra.functional import output_error
 from reclra.layers import local_grads
 from reclra.network import Trace
 from reclra.rules.base import Step, StepStats, error_norm
-from reclra.walk import LayerUpdate, apply_directions
+from reclra.walk import Directions, LayerUpdate, apply_directions
 
 if TYPE_CHECKING:
     from reclra.rules.rec_lra import RecLRA
@@ -136,10 +136,10 @@ class DenseSkipKernel:
         learns, norm_L = rule._learns(e_L)
         root = local_grads(self._out, bufs["Z_k"][-1], e_L) if learns else ()
         apply_directions(root)
-        norms = {self.L: error_norm(e_L) if norm_L is None else norm_L}
-        for i, update in zip(self.hidden, self._hidden(e_L, z, bufs), strict=True):
-            apply_directions(update.directions)
-            norms[i] = update.norm
+        _, norm, directions = self._hidden(e_L, z, bufs)
+        apply_directions(directions)
+        norms = dict(zip(self.hidden, norm.unbind(0), strict=True))
+        norms[self.L] = error_norm(e_L) if norm_L is None else norm_L
         return StepStats(loss=loss, error_norms=norms, depth=float(rule.pathway.depth))
 
     def _forward(self, z: Tensor) -> tuple[dict[str, Tensor], Tensor]:
@@ -178,12 +178,22 @@ class DenseSkipKernel:
         bufs = self._stacks(e_L)
         if bufs["H"].data_ptr() != step.trace.h[1].data_ptr():
             return None  # not a trace of this kernel (a step recorded elsewhere)
-        updates = dict(zip(self.hidden, self._hidden(e_L, step.trace.inp[1], bufs), strict=True))
+        err, norm, directions = self._hidden(e_L, step.trace.inp[1], bufs)
+        own = {p: (p, g) for p, g in directions}  # each layer's directions, by parameter
+        synapses, learnable = self.rule.E, self.rule.synapses.learnable
+        updates = {}
+        for j, (i, (W, b)) in enumerate(zip(self.hidden, self._params, strict=True)):
+            mine = [W, b, synapses[self.keys[j]]] if learnable else [W, b]
+            layer_directions = tuple(own[p] for p in mine if p in own)
+            updates[i] = LayerUpdate(err[j], layer_directions, norm=norm[j])
         return [updates[i] for i in level]
 
-    def _hidden(self, e_L: Tensor, x: Tensor, bufs: dict[str, Tensor]) -> list[LayerUpdate]:
-        """The updates of the hidden layers, in order, from ``e_L``, the flat input ``x`` and
-        the stacks the forward pass filled."""
+    def _hidden(
+        self, e_L: Tensor, x: Tensor, bufs: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, Directions]:
+        """The hidden layers' error neurons ``(k, B, n)``, their mean norms ``(k,)`` and the
+        directions of every layer that learns, from ``e_L``, the flat input ``x`` and the
+        stacks the forward pass filled."""
         rule = self.rule
         H, Z, D = bufs["H"], bufs["Z"], bufs["D"]
         B = e_L.shape[0]
@@ -222,16 +232,13 @@ class DenseSkipKernel:
                 db[j] = err[j].sum(0) / B
                 if cotangent is not None:
                     dE[j] = _gemm(cotangent[j].t(), e_L, 1.0 / B)
-        updates = []
-        norms, errors, synapses = norm.unbind(0), err.unbind(0), rule.E
-        for j, (W, b) in enumerate(self._params):
-            directions = ()
-            if j in active:
-                directions = ((W, dW[j]), (b, db[j]))
-                if cotangent is not None:
-                    directions += ((synapses[self.keys[j]], dE[j]),)
-            updates.append(LayerUpdate(errors[j], directions, norm=norms[j]))
-        return updates
+        directions = []
+        for j in active:
+            W, b = self._params[j]
+            directions += ((W, dW[j]), (b, db[j]))
+            if cotangent is not None:
+                directions.append((rule.E[self.keys[j]], dE[j]))
+        return err, norm, tuple(directions)
 
 
 def _gemm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
