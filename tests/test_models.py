@@ -153,6 +153,23 @@ def test_backprop_through_resnet_matches_autograd(conv):
         torch.testing.assert_close(a, b)
 
 
+def test_backprop_without_error_norms_is_the_same_step():
+    torch.manual_seed(4)
+    net = _resnet("standard")
+    x, y = torch.randn(5, 64), torch.randint(0, 3, (5,))
+    reported = Backprop(net).compute_grads(x, y)
+    want = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad(set_to_none=True)
+    plain = Backprop(net, error_norms=False)
+    for _ in range(2):  # no zero_grad in between: the directions add into .grad
+        stats = plain.compute_grads(x, y)
+    for a, b in zip(want, [p.grad for p in net.parameters()], strict=True):
+        torch.testing.assert_close(2 * a, b)
+    torch.testing.assert_close(stats.loss, reported.loss)
+    assert not stats.error_norms and set(reported.error_norms) == set(range(1, net.num_layers + 1))
+    assert stats.depth == reported.depth and not stats.loss.requires_grad
+
+
 @pytest.mark.parametrize("model", ["resnet18", "cnn", "mlp-resnet"])
 def test_fa_with_true_weights_equals_backprop_on_conv_and_residual_models(model):
     """FA's generic input VJP (shortcuts, batch-norm, pooling) is backprop when B = W."""
