@@ -12,7 +12,8 @@ bench() {  # name, then reclra bench arguments
     "$RECLRA" bench --threads "$THREADS" --steps 30 --rounds 7 --json "$OUT/$name.json" "$@" \
         2>&1 | grep -v '^USDT' | tee "$OUT/$name.txt"
 }
-RULES=backprop,rec-lra,rec-lra:fused=false
+# the reference is the plain torch backprop step (no per-layer error norms), the fastest
+RULES=backprop:error_norms=false,backprop,rec-lra,rec-lra:fused=false
 bench mlp5x256 --rules "$RULES" --batch-size 32,50,500 --set "model.hidden=[256,256,256,256,256]"
 bench mlp8x256 --rules "$RULES" --batch-size 32,50,500 \
     --set "model.hidden=[256,256,256,256,256,256,256,256]"
@@ -22,9 +23,9 @@ bench mlp3x1024 --rules "$RULES" --batch-size 32,50,500 --set "model.hidden=[102
 bench executors-mlp --rules rec-lra:fused=false,executor=serial,rec-lra:fused=false,executor=threads \
     --batch-size 50,500 --set "model.hidden=[256,256,256,256,256]"
 bench resnet18-w8 --model resnet18 --set model.width=8 --batch-size 50 --steps 5 \
-    --rules backprop,rec-lra,rec-lra:executor=threads
+    --rules backprop:error_norms=false,backprop,rec-lra,rec-lra:executor=threads
 # optimizers: the same rules under torch's fused Adam, foreach Adam and fused SGD
 for opt in adam adam-foreach sgd; do
-    bench "optim-$opt" --optimizer "$opt" --rules backprop,rec-lra --batch-size 50 \
+    bench "optim-$opt" --optimizer "$opt" --rules backprop:error_norms=false,rec-lra --batch-size 50 \
         --set "model.hidden=[256,256,256,256,256]"
 done
