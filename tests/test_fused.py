@@ -122,3 +122,35 @@ def test_the_kernel_applies_only_where_it_is_exact():
     assert RecLRA(sign).kernel is None  # a discretizer: z* ≠ f(h)
     res = build_model("mlp-resnet", input_shape=(1, 4, 4), num_classes=3, width=8)
     assert RecLRA(res, pathway="skip").kernel is None  # residual inputs
+
+
+@pytest.mark.parametrize("error_rule", ["fixed", "transpose"])
+def test_adaptive_depth_skips_the_same_layers_fused_and_walked(error_rule):
+    """rec-LRA's ε: a layer whose mean ‖e_i‖ is below ε gets no update, in the kernel's step,
+    in its walk and in the layer-by-layer walk alike; the others' updates are unchanged."""
+    sizes = [7, 5, 5, 5, 5, 3]
+    torch.manual_seed(1)
+    x, y = torch.randn(11, 7, dtype=torch.float64), torch.randint(0, 3, (11,))
+    probe, _ = _pair(sizes, error_rule=error_rule)
+    norms = probe.compute_grads(x, y).error_norms
+    hidden = sorted(float(norms[i]) for i in range(1, len(sizes) - 1))
+    epsilon = (hidden[1] + hidden[2]) / 2  # two hidden layers below ε, two above
+    full = {n: p.grad.clone() for n, p in probe.named_parameters() if p.grad is not None}
+    fused, walked = _pair(sizes, error_rule=error_rule, epsilon=epsilon)
+    (s1, g1), (s2, g2) = _step(fused, x, y), _step(walked, x, y)
+    fused.zero_grad(set_to_none=True)
+    _, g3 = _walked_step(fused, x, y)
+    learning = {i for i, v in norms.items() if float(v) >= epsilon}
+    assert len(learning) == 3  # the output layer and two hidden ones
+    assert g1.keys() == g2.keys() == g3.keys()
+    for name in full:
+        # net.layers.<ℓ−1>.op.* belongs to layer ℓ; the synapse E.<L>-><i> to layer i
+        owner = int(name.split(".")[2]) + 1 if name.startswith("net.") else int(name.split(">")[1])
+        if owner in learning:
+            for g in (g1, g2, g3):
+                torch.testing.assert_close(g[name], full[name], rtol=1e-12, atol=1e-14, msg=name)
+        else:
+            assert name not in g1, name
+    for ell in norms:
+        torch.testing.assert_close(s1.error_norms[ell], norms[ell])
+        torch.testing.assert_close(s2.error_norms[ell], norms[ell])
