@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reclra.cli import main
+from reclra.cli import _format_options, main
 from reclra.config import config_to_yaml, load_config
 from reclra.data import dataset_names
 from reclra.models import MODELS
@@ -61,7 +61,8 @@ def test_list(capsys) -> None:
     for name in RULES.names() + MODELS.names() + dataset_names():
         assert name in out
     assert "beta=0.1" in out  # rec-LRA's options with their defaults
-    assert "  backprop: (no options)" in out
+    assert "  backprop: error_norms=True" in out
+    assert _format_options({}) == "(no options)"  # a user's rule that takes none
     assert "input_shape" not in out  # supplied by the trainer, not an option
     assert "activations: tanh" in out
 
