@@ -24,7 +24,7 @@ class Backprop(Rule):
             backprop counterpart of the local rules' error neurons; it asks autograd for every
             ``∂L/∂h_ℓ`` and costs about a tenth of a small-batch MLP step. ``False`` takes the
             plain torch step — ``cross_entropy(net(x), y).backward()`` — and reports the loss
-            alone: the fastest backprop, the reference for speed (``docs/PERFORMANCE.md``).
+            alone: torch's own step, the reference for speed (``docs/PERFORMANCE.md``).
     """
 
     name = "backprop"
