@@ -22,7 +22,7 @@ class Backprop(Rule):
         net: the network.
         error_norms: report ``‖∂L/∂h_ℓ‖`` per layer (per example, as ``error_norms``), the
             backprop counterpart of the local rules' error neurons; it asks autograd for every
-            ``∂L/∂h_ℓ`` and costs about a tenth of a small-batch MLP step. ``False`` takes the
+            ``∂L/∂h_ℓ`` and costs up to a fifth of a small-batch MLP step. ``False`` takes the
             plain torch step — ``cross_entropy(net(x), y).backward()`` — and reports the loss
             alone: torch's own step, the reference for speed (``docs/PERFORMANCE.md``).
     """
