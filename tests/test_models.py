@@ -260,19 +260,24 @@ def test_default_pathway_is_blocks_on_residual_models_and_skip_otherwise():
     assert RecLRA(mlp).pathway.depth == 1
 
 
-def test_conv_synapse_transmits_and_learns_like_its_operator():
+@pytest.mark.parametrize(("stride", "kernel"), [(2, 3), (1, 3), (1, 5), (1, 1)])
+def test_conv_synapse_transmits_and_learns_like_its_operator(stride, kernel):
     """A conv error synapse: d = conv_transpose(e_j, E, stride r); its update is the VJP of that
-    operator w.r.t. E, with or without the graph recorded at transmission."""
+    operator w.r.t. E, with or without the graph recorded at transmission (stride 1 computes it
+    as a correlation with the flipped kernel: the same operator)."""
     from torch import nn
 
     from reclra.synapses import synapse_grad, synapse_shape, transmit
 
     torch.manual_seed(9)
-    assert synapse_shape((4, 4, 4), (3, 8, 8)) == (4, 3, 3, 3)
-    E = nn.Parameter(torch.randn(4, 3, 3, 3))
-    e_j, cot = torch.randn(2, 4, 4, 4), torch.randn(2, 3, 8, 8)
-    d = transmit(E, e_j, (3, 8, 8), record=True)
-    want_d = torch.nn.functional.conv_transpose2d(e_j, E, stride=2, padding=1, output_padding=1)
+    size = 4 * stride
+    assert synapse_shape((4, 4, 4), (3, size, size), kernel) == (4, 3, kernel, kernel)
+    E = nn.Parameter(torch.randn(4, 3, kernel, kernel))
+    e_j, cot = torch.randn(2, 4, 4, 4), torch.randn(2, 3, size, size)
+    d = transmit(E, e_j, (3, size, size), record=True)
+    want_d = torch.nn.functional.conv_transpose2d(
+        e_j, E, stride=stride, padding=kernel // 2, output_padding=stride - 1
+    )
     torch.testing.assert_close(d.detach(), want_d.flatten(1))
     (want,) = torch.autograd.grad((want_d * cot).sum() / 2, E)
     torch.testing.assert_close(synapse_grad(E, e_j, cot, d=d), want)
