@@ -263,8 +263,7 @@ def test_default_pathway_is_blocks_on_residual_models_and_skip_otherwise():
 @pytest.mark.parametrize(("stride", "kernel"), [(2, 3), (1, 3), (1, 5), (1, 1)])
 def test_conv_synapse_transmits_and_learns_like_its_operator(stride, kernel):
     """A conv error synapse: d = conv_transpose(e_j, E, stride r); its update is the VJP of that
-    operator w.r.t. E, with or without the graph recorded at transmission (stride 1 computes it
-    as a correlation with the flipped kernel: the same operator)."""
+    operator w.r.t. E, with or without the graph recorded at transmission."""
     from torch import nn
 
     from reclra.synapses import synapse_grad, synapse_shape, transmit
