@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import median_us
 
 import reclra.synapses as synapses
 from reclra.models import build_model
@@ -33,19 +33,8 @@ def as_correlation(E, e_j, out_shape_i):
 FORMS = {"conv_transpose2d (library)": LIBRARY, "conv2d": as_correlation}
 
 
-def median_ms(fn, calls: int, reps: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls * 1e3)
-    return statistics.median(times)
-
-
 def transmit_us(form, E, e_j, size) -> float:
-    return median_ms(lambda: form(E, e_j, size), calls=20) * 1e3
+    return median_us(lambda: form(E, e_j, size), calls=20, reps=5)
 
 
 def main() -> None:
@@ -69,7 +58,7 @@ def main() -> None:
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else names[::-1]:
                 synapses._conv_transmit = FORMS[name]
-                times[name].append(median_ms(step, calls=5, reps=1))
+                times[name].append(median_us(step, calls=5, reps=1) / 1e3)
     finally:
         synapses._conv_transmit = LIBRARY
     print(f"rec-LRA compute_grads, ResNet-18 w8, batch 50, {args.threads} threads (ms, median):")

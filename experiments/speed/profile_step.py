@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from _timing import median_us
 from torch.optim.adam import adam
 from torch.profiler import ProfilerActivity, profile
 
@@ -33,18 +33,6 @@ from reclra.rules import build_rule
 
 RULES = {"plain backprop": ("backprop", {"error_norms": False}), "backprop": ("backprop", {})}
 RULES["rec-lra"] = ("rec-lra", {})
-
-
-def median_us(fn: Callable[[], object], calls: int, reps: int = 9) -> float:
-    for _ in range(max(3, calls // 10)):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls * 1e6)
-    return statistics.median(times)
 
 
 def training_step(name: str, batch: int) -> Callable[[], None]:

@@ -137,7 +137,8 @@ class DenseSkipKernel:
         root = local_grads(self._out, bufs["Z_k"][-1], e_L) if learns else ()
         apply_directions(root)
         _, norm, directions = self._hidden(e_L, z, bufs)
-        apply_directions(directions)
+        for layer_directions in directions:
+            apply_directions(layer_directions)
         norms = dict(zip(self.hidden, norm.unbind(0), strict=True))
         norms[self.L] = error_norm(e_L) if norm_L is None else norm_L
         return StepStats(loss=loss, error_norms=norms, depth=float(rule.pathway.depth))
@@ -179,21 +180,17 @@ class DenseSkipKernel:
         if bufs["H"].data_ptr() != step.trace.h[1].data_ptr():
             return None  # not a trace of this kernel (a step recorded elsewhere)
         err, norm, directions = self._hidden(e_L, step.trace.inp[1], bufs)
-        own = {p: (p, g) for p, g in directions}  # each layer's directions, by parameter
-        synapses, learnable = self.rule.E, self.rule.synapses.learnable
-        updates = {}
-        for j, (i, (W, b)) in enumerate(zip(self.hidden, self._params, strict=True)):
-            mine = [W, b, synapses[self.keys[j]]] if learnable else [W, b]
-            layer_directions = tuple(own[p] for p in mine if p in own)
-            updates[i] = LayerUpdate(err[j], layer_directions, norm=norm[j])
+        updates = {
+            i: LayerUpdate(err[j], directions[j], norm=norm[j]) for j, i in enumerate(self.hidden)
+        }
         return [updates[i] for i in level]
 
     def _hidden(
         self, e_L: Tensor, x: Tensor, bufs: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor, Directions]:
-        """The hidden layers' error neurons ``(k, B, n)``, their mean norms ``(k,)`` and the
-        directions of every layer that learns, from ``e_L``, the flat input ``x`` and the
-        stacks the forward pass filled."""
+    ) -> tuple[Tensor, Tensor, list[Directions]]:
+        """The hidden layers' error neurons ``(k, B, n)``, their mean norms ``(k,)`` and each
+        layer's directions (none for a layer that does not learn), from ``e_L``, the flat input
+        ``x`` and the stacks the forward pass filled."""
         rule = self.rule
         H, Z, D = bufs["H"], bufs["Z"], bufs["D"]
         B = e_L.shape[0]
@@ -229,16 +226,16 @@ class DenseSkipKernel:
             dW, db, dE = {}, {}, {}
             for j in active:
                 dW[j] = _gemm(err[j].t(), x if j == 0 else Z[j - 1], 1.0 / B)
-                db[j] = err[j].sum(0) / B
+                db[j] = err[j].mean(0)
                 if cotangent is not None:
                     dE[j] = _gemm(cotangent[j].t(), e_L, 1.0 / B)
-        directions = []
+        directions: list[Directions] = [()] * k
         for j in active:
             W, b = self._params[j]
-            directions += ((W, dW[j]), (b, db[j]))
+            directions[j] = ((W, dW[j]), (b, db[j]))
             if cotangent is not None:
-                directions.append((rule.E[self.keys[j]], dE[j]))
-        return err, norm, tuple(directions)
+                directions[j] += ((rule.E[self.keys[j]], dE[j]),)
+        return err, norm, directions
 
 
 def _gemm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
