@@ -12,8 +12,9 @@ bench() {  # name, then reclra bench arguments
     "$RECLRA" bench --threads "$THREADS" --steps 30 --rounds 7 --json "$OUT/$name.json" "$@" \
         2>&1 | grep -v '^USDT' | tee "$OUT/$name.txt"
 }
-# the reference is the plain torch backprop step (no per-layer error norms), the fastest
-RULES=backprop:error_norms=false,backprop,rec-lra,rec-lra:fused=false
+# the reference is the plain torch backprop step (no per-layer error norms), the fastest;
+# rec-lra runs its compiled step, native=false the same kernel in Python, fused=false the walk
+RULES=backprop:error_norms=false,backprop,rec-lra,rec-lra:native=false,rec-lra:fused=false
 bench mlp5x256 --rules "$RULES" --batch-size 32,50,500 --set "model.hidden=[256,256,256,256,256]"
 bench mlp8x256 --rules "$RULES" --batch-size 32,50,500 \
     --set "model.hidden=[256,256,256,256,256,256,256,256]"

@@ -122,6 +122,10 @@ class RecLRA(LocalRule):
             of one hidden width on the ``skip`` pathway, no ``clip``, ``serial`` executor: see
             :mod:`reclra.rules.rec_lra_dense`); the same maths as the layer-by-layer walk, to
             float rounding. ``False`` always walks layer by layer.
+        native: run that kernel's step compiled (C++, :mod:`reclra.rules.rec_lra_native`, built
+            on first use) where it applies — fixed synapses, ``tanh`` or ``sigmoid`` hidden
+            layers, a CPU float32/float64 batch; the Python kernel
+            otherwise, or where it cannot be built (no C++ compiler: a warning says so).
     """
 
     name = "rec-lra"
@@ -142,6 +146,7 @@ class RecLRA(LocalRule):
         epsilon: float = 0.0,
         executor: str | Executor = "serial",
         fused: bool = True,
+        native: bool = True,
     ) -> None:
         super().__init__(net, executor=executor)
         if error_rule not in SYNAPSE_RULES:
@@ -188,6 +193,7 @@ class RecLRA(LocalRule):
             for level in self.pathway.levels[1:]
             for i in level
         }
+        self.native = native
         self.kernel = DenseSkipKernel.for_rule(self) if fused else None
 
     def levels(self) -> tuple[tuple[int, ...], ...]:

@@ -25,7 +25,10 @@ re-projection bound is set and the executor is ``serial``; otherwise :class:`~re
 walks layer by layer. Then ``compute_grads`` is :meth:`DenseSkipKernel.step`: the output layer
 and this level in one function, with none of the walk's per-level bookkeeping (at batch 32 that
 bookkeeping is a tenth of a step); ``RecLRA.walk`` (for analyses) still walks the levels, the
-hidden one through :meth:`DenseSkipKernel.level_work`.
+hidden one through :meth:`DenseSkipKernel.level_work`. Where the synapses are fixed and the
+hidden layers are ``tanh`` or ``sigmoid``, a CPU step runs compiled
+(:mod:`reclra.rules.rec_lra_native`, the same maths in C++, with the directions' buffers reused
+between steps where nothing else holds them); ``native=False`` keeps it in Python.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from reclra.functional import output_error
 from reclra.layers import local_grads
 from reclra.network import Trace
 from reclra.rules.base import Step, StepStats, error_norm
+from reclra.rules.rec_lra_native import native_step
 from reclra.walk import Directions, LayerUpdate, apply_directions
 
 if TYPE_CHECKING:
@@ -50,6 +54,8 @@ __all__ = ["DenseSkipKernel"]
 
 #: activations with an ``out=`` form: written straight into the stacked buffer
 _INTO = {torch.tanh: torch.tanh, torch.sigmoid: torch.sigmoid}
+#: the compiled step's code of each activation it implements (``rec_lra_native.cpp``)
+_NATIVE = {torch.tanh: 0, torch.sigmoid: 1}
 
 
 class DenseSkipKernel:
@@ -72,6 +78,12 @@ class DenseSkipKernel:
         self._f_into = _INTO.get(common) if all(f is common for f in self._fs) else None
         self._out = net.layer(self.L)
         self._out_params = (self._out.op.weight, self._out.op.bias)
+        # the compiled step (rec_lra_native): fixed synapses, tanh or sigmoid, built at first use
+        self._native_f = _NATIVE.get(self._f_into)
+        self.native = rule.native and self._native_f is not None and not rule.synapses.learnable
+        self._all_W = (*(W for W, _ in self._params), self._out_params[0])
+        self._all_b = (*(b for _, b in self._params), self._out_params[1])
+        self._pool = [torch.empty(0)] * 5  # the compiled step's direction buffers, reused
         self._buffers: dict[tuple, dict[str, Tensor]] = {}
         self._fixed_stack: tuple[tuple, Tensor] | None = None
 
@@ -110,7 +122,12 @@ class DenseSkipKernel:
         return bufs
 
     def __getstate__(self) -> dict:  # buffers are scratch space: a copy makes its own
-        return {**self.__dict__, "_buffers": {}, "_fixed_stack": None}
+        return {
+            **self.__dict__,
+            "_buffers": {},
+            "_fixed_stack": None,
+            "_pool": [torch.empty(0)] * 5,
+        }
 
     def _synapse_stack(self) -> Tensor:
         """``E_{L→i}`` stacked, ``(k, n, n_L)``; cached while fixed synapses are unchanged."""
@@ -128,7 +145,12 @@ class DenseSkipKernel:
         """One whole ``compute_grads`` (under ``no_grad``): the forward pass into the stacks, the
         output error, the output layer's update, the level below it; ``.grad`` filled as the
         walk fills it. The walk's levels without its per-level bookkeeping (a step of a small
-        batch is short enough for that to show)."""
+        batch is short enough for that to show); compiled (:mod:`.rec_lra_native`) where that
+        applies (fixed synapses, tanh or sigmoid, a CPU float32/float64 batch)."""
+        if self.native and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+            compiled = native_step()
+            if compiled is not None:
+                return self._native_step(compiled, x, y)
         z = x.flatten(1)
         bufs, h_L = self._forward(z)
         e_L, loss = output_error(h_L, y)
@@ -142,6 +164,28 @@ class DenseSkipKernel:
         norms = dict(zip(self.hidden, norm.unbind(0), strict=True))
         norms[self.L] = error_norm(e_L) if norm_L is None else norm_L
         return StepStats(loss=loss, error_norms=norms, depth=float(rule.pathway.depth))
+
+    def _native_step(self, compiled, x: Tensor, y: Tensor) -> StepStats:
+        """:meth:`step` by the compiled function, which sets every ``.grad`` itself."""
+        z = x.flatten(1)
+        bufs = self._stacks(z)
+        E_t = self._synapse_stack().transpose(1, 2)  # (k, n_L, n)
+        beta = float(self.rule.betas[0])
+        loss, norm, *self._pool = compiled(
+            z,
+            y,
+            self._all_W,
+            self._all_b,
+            E_t,
+            bufs["H"],
+            bufs["Z"],
+            beta,
+            self._native_f,
+            self._pool,
+            float(self.rule.epsilon),
+        )
+        norms = dict(zip((*self.hidden, self.L), norm.unbind(0), strict=True))
+        return StepStats(loss=loss, error_norms=norms, depth=float(self.rule.pathway.depth))
 
     def _forward(self, z: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """The forward pass of a flat batch ``z`` into the stacked buffers; returns them and

@@ -1,0 +1,47 @@
+"""The compiled rec-LRA step: :meth:`DenseSkipKernel.step` as one C++ function (the speed path).
+
+At batch 32–50 a rec-LRA step of the MLP 5×256 spends about a fifth of its time dispatching the
+forty small torch operators around its GEMMs from Python (``docs/PERFORMANCE.md``, section 2).
+``rec_lra_native.cpp`` is the same step with the GEMMs left to ATen and the small and
+elementwise work — the output error, the errors ``z − y`` with their norms and bias sums — as
+loops over the stacked buffers, every direction set as ``.grad`` in C++. It is built on first
+use with :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja; about half a minute,
+then cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); where it
+cannot be built, :func:`native_step` warns once and returns ``None`` and the kernel stays in
+Python. The two agree to float rounding, which the tests check.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["SOURCE", "native_step"]
+
+log = logging.getLogger(__name__)
+
+#: the C++ source, shipped with the package
+SOURCE = Path(__file__).with_name("rec_lra_native.cpp")
+
+
+@functools.cache
+def native_step() -> Callable | None:
+    """The compiled step (built once per machine and source), or ``None`` where it cannot be
+    built, with a warning naming why."""
+    try:
+        from torch.utils.cpp_extension import load
+
+        log.info("building the compiled rec-LRA step from %s (once; about 30 s)", SOURCE)
+        module = load(name="reclra_native", sources=[str(SOURCE)], extra_cflags=["-O3"])
+    except Exception as exc:  # no compiler, no ninja, a failed build: the Python kernel runs
+        warnings.warn(
+            f"the compiled rec-LRA step could not be built ({type(exc).__name__}: {exc}); "
+            "the rule runs its Python kernel (rec-lra:native=false silences this)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return module.step

@@ -1,0 +1,153 @@
+"""The compiled rec-LRA step: built where a C++ compiler is, the Python kernel's maths, and
+direction buffers reused only where nothing can see them change."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from reclra.models import MLP
+from reclra.rules import RecLRA, rec_lra_dense, rec_lra_native
+
+COMPILER = shutil.which(os.environ.get("CXX", "c++"))
+needs_compiler = pytest.mark.skipif(COMPILER is None, reason="no C++ compiler on this machine")
+
+
+def _rules(sizes=(9, 6, 6, 6, 4), activation="tanh", dtype=torch.float64, **options):
+    """(compiled, Python kernel) on copies of one net."""
+    out = []
+    for native in (True, False):
+        torch.manual_seed(0)
+        net = MLP(list(sizes), activation, init_std=0.3).to(dtype)
+        out.append(RecLRA(net, native=native, **options).to(dtype))
+    return out
+
+
+def _grads(rule):
+    return {n: p.grad.clone() for n, p in rule.named_parameters() if p.grad is not None}
+
+
+def _batch(n=13, d=9, classes=4, dtype=torch.float64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=dtype), torch.randint(0, classes, (n,), generator=g)
+
+
+@needs_compiler
+def test_it_builds_where_a_compiler_is():
+    assert rec_lra_native.native_step() is not None
+
+
+@needs_compiler
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_compiled_step_is_the_python_kernel(activation, dtype, monkeypatch):
+    native, python = _rules(activation=activation, dtype=dtype, beta=0.3)
+    assert native.kernel.native and not python.kernel.native
+    calls = []
+    step = native.kernel._native_step
+    monkeypatch.setattr(native.kernel, "_native_step", lambda *a: calls.append(1) or step(*a))
+    x, y = _batch(dtype=dtype)
+    s1, s2 = native.compute_grads(x, y), python.compute_grads(x, y)
+    assert calls == [1]  # the compiled step ran
+    g1, g2 = _grads(native), _grads(python)
+    assert g1.keys() == g2.keys() and len(g1) == 8
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {}
+    for name in g1:
+        torch.testing.assert_close(g1[name], g2[name], **tol, msg=name)
+    torch.testing.assert_close(s1.loss, s2.loss, **tol)
+    assert s1.error_norms.keys() == s2.error_norms.keys() == {1, 2, 3, 4}
+    for ell in s1.error_norms:
+        torch.testing.assert_close(s1.error_norms[ell], s2.error_norms[ell], **tol)
+    assert s1.depth == s2.depth == 1.0
+
+
+@needs_compiler
+def test_the_compiled_step_gives_the_hand_computed_update():
+    """One hidden layer, by hand: e_L = softmax(h_L) − onehot(y), y_1 = tanh(h_1 − β E e_L),
+    e_1 = z_1 − y_1, ΔW_1 = e_1ᵀ x / B, ΔW_2 = e_Lᵀ z_1 / B, biases the batch means."""
+    (rule, _) = _rules(sizes=(3, 4, 2), beta=0.5)
+    x, y = _batch(n=5, d=3, classes=2)
+    rule.compute_grads(x, y)
+    W1, b1 = rule.net.layer(1).op.weight, rule.net.layer(1).op.bias
+    W2, b2 = rule.net.layer(2).op.weight, rule.net.layer(2).op.bias
+    with torch.no_grad():
+        h1 = x @ W1.T + b1
+        z1 = torch.tanh(h1)
+        hL = z1 @ W2.T + b2
+        e_L = torch.softmax(hL, 1) - torch.nn.functional.one_hot(y, 2).double()
+        e_1 = z1 - torch.tanh(h1 - 0.5 * e_L @ rule.E["2->1"].T)
+    torch.testing.assert_close(W1.grad, e_1.T @ x / 5)
+    torch.testing.assert_close(b1.grad, e_1.mean(0))
+    torch.testing.assert_close(W2.grad, e_L.T @ z1 / 5)
+    torch.testing.assert_close(b2.grad, e_L.mean(0))
+
+
+@needs_compiler
+def test_direction_buffers_are_reused_only_where_nothing_holds_them():
+    native, python = _rules()
+    x, y = _batch()
+    params = list(native.parameters())
+
+    def both_steps(*, set_to_none=True):
+        for rule in (native, python):
+            rule.zero_grad(set_to_none=set_to_none)
+            rule.compute_grads(x, y)
+
+    both_steps()
+    first = [p.grad.data_ptr() for p in params]
+    both_steps()  # the last step's .grad were dropped: their memory is written again
+    assert [p.grad.data_ptr() for p in params] == first
+    held = [p.grad for p in params]
+    kept = [g.clone() for g in held]
+    both_steps()  # someone holds the last .grad tensors: they are not touched
+    for g, k in zip(held, kept, strict=True):
+        assert torch.equal(g, k)
+    assert all(p.grad.data_ptr() != ptr for p, ptr in zip(params, first, strict=True))
+    both_steps(set_to_none=False)  # zeroed in place, then added to, as autograd would
+    for rule in (native, python):
+        rule.compute_grads(x, y)  # no zero_grad: accumulates
+    for p, q, k in zip(params, python.parameters(), kept, strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(p.grad, 2 * k, rtol=1e-12, atol=1e-14)
+
+
+@needs_compiler
+def test_a_bad_label_is_refused_before_any_grad_is_set():
+    native, _ = _rules()
+    x, y = _batch()
+    y[3] = 4
+    with pytest.raises(RuntimeError, match="label 4 out of range for 4 classes"):
+        native.compute_grads(x, y)
+    assert all(p.grad is None for p in native.parameters())
+
+
+def test_where_it_does_not_apply_the_python_kernel_runs(monkeypatch):
+    mlp = MLP([9, 6, 6, 4], "relu")
+    assert not RecLRA(mlp).kernel.native  # no compiled form of relu
+    assert not RecLRA(mlp, error_rule="paper").kernel.native  # learnable synapses
+    assert not RecLRA(MLP([9, 6, 6, 4], "tanh"), native=False).kernel.native
+    native, python = _rules()
+    monkeypatch.setattr(rec_lra_dense, "native_step", lambda: None)  # could not be built
+    x, y = _batch()
+    native.compute_grads(x, y), python.compute_grads(x, y)
+    assert all(t.numel() == 0 for t in native.kernel._pool)  # never called
+    for p, q in zip(native.parameters(), python.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad)
+
+
+def test_a_failed_build_warns_and_leaves_the_python_kernel(monkeypatch):
+    import torch.utils.cpp_extension as cpp
+
+    def no_compiler(**_):
+        raise RuntimeError("no compiler found")
+
+    monkeypatch.setattr(cpp, "load", no_compiler)
+    rec_lra_native.native_step.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not be built .*no compiler found"):
+            assert rec_lra_native.native_step() is None
+    finally:
+        rec_lra_native.native_step.cache_clear()
