@@ -4,9 +4,9 @@
 
 MLP 5×256 tanh on 784 inputs, 10 classes. Times (best of 5 repetitions of 200 calls, in µs):
 the plain forward pass; rec-LRA's recorded forward (the fused kernel's, into stacked buffers),
-its output error, the output layer's work and the fused level below it, its whole
-``compute_grads``; backprop's ``compute_grads``; the optimizer steps (fused Adam, foreach Adam,
-fused SGD) over the same parameters. The shares that both rules pay alike (forward, optimizer)
+its output error, the output layer's work and the fused level below it (the Python kernel's
+pieces), its whole ``compute_grads``, compiled and in Python; backprop's ``compute_grads``; the
+optimizer steps (fused Adam, foreach Adam, fused SGD) over the same parameters. The shares that both rules pay alike (forward, optimizer)
 bound the step ratio from below, whatever the rest costs.
 """
 
@@ -39,6 +39,7 @@ def breakdown(batch: int) -> dict[str, float]:
     torch.manual_seed(0)
     net = build_model("mlp", input_shape=(784,), num_classes=10)
     rec, bp = build_rule("rec-lra", net), build_rule("backprop", net)
+    python = build_rule("rec-lra", net, native=False)  # the same kernel, not compiled
     plain = build_rule("backprop", net, error_norms=False)
     x, y = torch.rand(batch, 784), torch.randint(0, 10, (batch,))
     out = {}
@@ -63,7 +64,12 @@ def breakdown(batch: int) -> dict[str, float]:
         net.zero_grad(set_to_none=True)
         bp.compute_grads(x, y)
 
-    out["rec-LRA compute_grads"] = best_us(rec_grads)
+    def python_grads() -> None:
+        net.zero_grad(set_to_none=True)
+        python.compute_grads(x, y)
+
+    out["rec-LRA compute_grads (compiled step)"] = best_us(rec_grads)
+    out["rec-LRA compute_grads, native=False (the kernel in Python)"] = best_us(python_grads)
     out["backprop compute_grads"] = best_us(bp_grads)
 
     def plain_grads() -> None:

@@ -13,6 +13,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -67,16 +68,21 @@ std::pair<double, double> output_error_(T* h, const int64_t* y, T* db, int64_t B
   std::vector<double> col(C, 0.0);
   for (int64_t r = 0; r < B; ++r) {
     T* row = h + r * C;
-    T m = row[0];
-    for (int64_t c = 1; c < C; ++c) m = std::max(m, row[c]);
-    double s = 0.0;
-    for (int64_t c = 0; c < C; ++c) s += std::exp(static_cast<double>(row[c] - m));
     const int64_t label = y[r];
     TORCH_CHECK(label >= 0 && label < C, "label ", label, " out of range for ", C, " classes");
-    loss += static_cast<double>(m) + std::log(s) - static_cast<double>(row[label]);
+    T m = row[0];
+    for (int64_t c = 1; c < C; ++c) m = std::max(m, row[c]);
+    const double shifted = static_cast<double>(row[label] - m);
+    double s = 0.0;
+    for (int64_t c = 0; c < C; ++c) {  // exp(h - max), once per logit
+      const double p = std::exp(static_cast<double>(row[c] - m));
+      row[c] = static_cast<T>(p);
+      s += p;
+    }
+    loss += std::log(s) - shifted;
     double sq = 0.0;
     for (int64_t c = 0; c < C; ++c) {
-      double e = std::exp(static_cast<double>(row[c] - m)) / s - (c == label ? 1.0 : 0.0);
+      const double e = static_cast<double>(row[c]) / s - (c == label ? 1.0 : 0.0);
       row[c] = static_cast<T>(e);
       col[c] += e;
       sq += e * e;
@@ -126,6 +132,7 @@ std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& y,
                              const std::vector<at::Tensor>& W, const std::vector<at::Tensor>& b,
                              const at::Tensor& Et, at::Tensor H, at::Tensor Z, double beta,
                              int64_t f, std::vector<at::Tensor> pool, double eps) {
+  RECORD_FUNCTION("reclra::rec_lra_step", std::vector<c10::IValue>());
   at::NoGradGuard no_grad;
   const int64_t k = H.size(0), B = H.size(1), n = H.size(2);
   TORCH_CHECK(H.is_contiguous() && Z.is_contiguous(), "the stacks must be contiguous");
@@ -151,6 +158,7 @@ std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& y,
   double loss = 0.0;
   std::vector<bool> learns(k + 1, true);  // adaptive depth (eps > 0): mean ||e_i|| >= eps
   AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "rec_lra_step", [&] {
+    RECORD_FUNCTION("reclra::output_error", std::vector<c10::IValue>());
     auto [l, norm_L] = output_error_<scalar_t>(e.data_ptr<scalar_t>(),
                                                labels.data_ptr<int64_t>(),
                                                db_L.data_ptr<scalar_t>(), B, C);
@@ -166,6 +174,7 @@ std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& y,
   at::baddbmm_out(H, H, e.expand({k, B, C}), Et, 1.0, -beta);  // h_i - beta d_i
   activate_out(H, H, f);                                        // y_i = f(h_i - beta d_i)
   AT_DISPATCH_FLOATING_TYPES(H.scalar_type(), "rec_lra_errors", [&] {
+    RECORD_FUNCTION("reclra::errors", std::vector<c10::IValue>());
     errors_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
                       norms.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(), k, B, n);
   });

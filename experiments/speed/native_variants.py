@@ -1,0 +1,142 @@
+"""Variants of the compiled rec-LRA step, timed against the library's (issue 8).
+
+    python experiments/speed/native_variants.py --batch-size 32,50,500 --threads 2 --rounds 9
+
+Each variant is the library's ``src/reclra/rules/rec_lra_native.cpp`` with one change, built
+under its own name; every round times the library's build and each variant's on the same
+MLP 5×256 (the kernel's ``_native_step``, ``.grad`` reset to ``None`` before each call).
+Printed: the median µs per call and each variant's median ratio to the library's build.
+
+- ``simd``: ``#pragma omp simd reduction`` on the errors loop, built with ``-fopenmp-simd``;
+- ``segments``: the errors loop split into four row segments per layer, so that two threads
+  get equal shares of five layers, with ``simd`` as well;
+- ``march-native``: the library's source built with ``-march=native``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from _timing import median_us
+from torch.utils.cpp_extension import load
+
+from reclra.models import build_model
+from reclra.rules import build_rule
+from reclra.rules.rec_lra_native import SOURCE
+
+LOOP = """        T sq = 0;
+        for (int64_t c = 0; c < n; ++c) {"""
+SIMD_LOOP = """        T sq = 0;
+#pragma omp simd reduction(+ : sq)
+        for (int64_t c = 0; c < n; ++c) {"""
+
+SEGMENTED = r"""template <typename T>
+void errors_(T* Y, const T* Z, T* norm, T* db, int64_t k, int64_t B, int64_t n) {
+  const int64_t S = k * B * n < (1 << 16) ? 1 : std::min<int64_t>(B, 4);
+  std::vector<T> partial(k * S * n, T(0));
+  std::vector<double> total(k * S, 0.0);
+  at::parallel_for(0, k * S, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t j = t / S, s = t % S;
+      T* __restrict__ sums = partial.data() + t * n;
+      for (int64_t r = s * B / S; r < (s + 1) * B / S; ++r) {
+        T* __restrict__ yr = Y + (j * B + r) * n;
+        const T* __restrict__ zr = Z + (j * B + r) * n;
+        T sq = 0;
+#pragma omp simd reduction(+ : sq)
+        for (int64_t c = 0; c < n; ++c) {
+          const T e = zr[c] - yr[c];
+          yr[c] = e;
+          sums[c] += e;
+          sq += e * e;
+        }
+        total[t] += std::sqrt(static_cast<double>(sq));
+      }
+    }
+  });
+  for (int64_t j = 0; j < k; ++j) {
+    double sum = 0.0;
+    for (int64_t s = 0; s < S; ++s) sum += total[j * S + s];
+    norm[j] = static_cast<T>(sum / B);
+    for (int64_t c = 0; c < n; ++c) {
+      T col = 0;
+      for (int64_t s = 0; s < S; ++s) col += partial[(j * S + s) * n + c];
+      db[j * n + c] = col / static_cast<T>(B);
+    }
+  }
+}
+
+"""
+
+
+def _segmented(source: str) -> str:
+    start = source.index("template <typename T>\nvoid errors_")
+    end = source.index("}  // namespace")
+    return source[:start] + SEGMENTED + source[end:]
+
+
+def variants() -> dict[str, tuple[str, list[str]]]:
+    """name → (source, extra compiler flags)."""
+    source = SOURCE.read_text()
+    assert LOOP in source, "the errors loop changed: update this script"
+    return {
+        "library": (source, ["-O3"]),
+        "simd": (source.replace(LOOP, SIMD_LOOP), ["-O3", "-fopenmp-simd"]),
+        "segments": (_segmented(source), ["-O3", "-fopenmp-simd"]),
+        "march-native": (source, ["-O3", "-march=native"]),
+    }
+
+
+def _call(kernel, step, params, x, y):
+    """One compiled step by ``step`` with every ``.grad`` reset first, as after ``zero_grad``."""
+
+    def call() -> None:
+        for p in params:
+            p.grad = None
+        kernel._native_step(step, x, y)
+
+    return call
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", default="32,50,500")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--calls", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    steps = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (source, flags) in variants().items():
+            path = Path(tmp) / f"{name.replace('-', '_')}.cpp"
+            path.write_text(source)
+            steps[name] = load(f"reclra_variant_{path.stem}", [str(path)], extra_cflags=flags).step
+    print(f"threads {torch.get_num_threads()} · µs per step, median of {args.rounds} rounds")
+    heads = [*steps, *(f"{name} / library" for name in steps)]
+    print("| batch | " + " | ".join(heads) + " |")
+    print("| --- |" + " --- |" * (2 * len(steps)))
+    for batch in (int(b) for b in args.batch_size.split(",")):
+        torch.manual_seed(0)
+        net = build_model("mlp", input_shape=(784,), num_classes=10)
+        kernel = build_rule("rec-lra", net).kernel
+        params = list(net.parameters())
+        x, y = torch.rand(batch, 784), torch.randint(0, 10, (batch,))
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(args.rounds):
+            for name, step in steps.items():
+                times[name].append(median_us(_call(kernel, step, params, x, y), args.calls, 3))
+        medians = [f"{statistics.median(t):.0f}" for t in times.values()]
+        ratios = [
+            f"{statistics.median(a / b for a, b in zip(t, times['library'], strict=True)):.3f}"
+            for t in times.values()
+        ]
+        print(f"| {batch} | " + " | ".join(medians) + " | " + " | ".join(ratios) + " |")
+
+
+if __name__ == "__main__":
+    main()
