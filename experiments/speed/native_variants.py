@@ -10,7 +10,10 @@ Printed: the median µs per call and each variant's median ratio to the library'
 - ``simd``: ``#pragma omp simd reduction`` on the errors loop, built with ``-fopenmp-simd``;
 - ``segments``: the errors loop split into four row segments per layer, so that two threads
   get equal shares of five layers, with ``simd`` as well;
-- ``march-native``: the library's source built with ``-march=native``.
+- ``march-native``: the library's source built with ``-march=native``;
+- ``parallel-updates``: the first layer's update GEMM and the batched update GEMM of the other
+  hidden layers run at the same time, one per thread (``at::parallel_for`` over the two: each
+  GEMM then runs on one thread), instead of one after the other on both threads.
 """
 
 from __future__ import annotations
@@ -73,6 +76,34 @@ void errors_(T* Y, const T* Z, T* norm, T* db, int64_t k, int64_t B, int64_t n) 
 """
 
 
+UPDATES = """  if (learns[0]) {
+    give_grad(W[0], scaled_mm(recycled(pool[1], W[0].sizes(), opts), H.select(0, 0).t(), x, inv));
+  }
+  if (active == k && k > 1) {  // every layer at once: dW_i = Err_i^T z_{i-1} / B, one GEMM
+    at::Tensor& dW = recycled(pool[0], {k - 1, n, n}, opts);
+    at::baddbmm_out(dW, dW, H.slice(0, 1).transpose(1, 2), Z.slice(0, 0, k - 1), 0.0, inv);
+    for (int64_t i = 1; i < k; ++i) give_grad(W[i], dW.select(0, i - 1));
+  } else {"""
+PARALLEL_UPDATES = """  if (active == k && k > 1) {  // the two update GEMMs at once, a thread each
+    at::Tensor& dW0 = recycled(pool[1], W[0].sizes(), opts);
+    at::Tensor& dW = recycled(pool[0], {k - 1, n, n}, opts);
+    at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        if (t == 0) {
+          at::addmm_out(dW0, dW0, H.select(0, 0).t(), x, 0.0, inv);
+        } else {
+          at::baddbmm_out(dW, dW, H.slice(0, 1).transpose(1, 2), Z.slice(0, 0, k - 1), 0.0, inv);
+        }
+      }
+    });
+    give_grad(W[0], dW0.alias());
+    for (int64_t i = 1; i < k; ++i) give_grad(W[i], dW.select(0, i - 1));
+  } else {
+    if (learns[0]) {
+      give_grad(W[0], scaled_mm(recycled(pool[1], W[0].sizes(), opts), H.select(0, 0).t(), x, inv));
+    }"""
+
+
 def _segmented(source: str) -> str:
     start = source.index("template <typename T>\nvoid errors_")
     end = source.index("}  // namespace")
@@ -82,12 +113,13 @@ def _segmented(source: str) -> str:
 def variants() -> dict[str, tuple[str, list[str]]]:
     """name → (source, extra compiler flags)."""
     source = SOURCE.read_text()
-    assert LOOP in source, "the errors loop changed: update this script"
+    assert LOOP in source and UPDATES in source, "the library's step changed: update this script"
     return {
         "library": (source, ["-O3"]),
         "simd": (source.replace(LOOP, SIMD_LOOP), ["-O3", "-fopenmp-simd"]),
         "segments": (_segmented(source), ["-O3", "-fopenmp-simd"]),
         "march-native": (source, ["-O3", "-march=native"]),
+        "parallel-updates": (source.replace(UPDATES, PARALLEL_UPDATES), ["-O3"]),
     }
 
 

@@ -6,8 +6,9 @@ MLP 5×256 tanh on 784 inputs, 10 classes. Times (best of 5 repetitions of 200 c
 the plain forward pass; rec-LRA's recorded forward (the fused kernel's, into stacked buffers),
 its output error, the output layer's work and the fused level below it (the Python kernel's
 pieces), its whole ``compute_grads``, compiled and in Python; backprop's ``compute_grads``; the
-optimizer steps (fused Adam, foreach Adam, fused SGD) over the same parameters. The shares that both rules pay alike (forward, optimizer)
-bound the step ratio from below, whatever the rest costs.
+optimizer steps (fused Adam, foreach Adam, fused SGD) over the same parameters. The shares that
+both rules pay alike (forward, optimizer) bound the step ratio from below, whatever the rest
+costs.
 """
 
 from __future__ import annotations

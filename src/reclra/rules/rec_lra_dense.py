@@ -80,7 +80,13 @@ class DenseSkipKernel:
         self._out_params = (self._out.op.weight, self._out.op.bias)
         # the compiled step (rec_lra_native): fixed synapses, tanh or sigmoid, built at first use
         self._native_f = _NATIVE.get(self._f_into)
-        self.native = rule.native and self._native_f is not None and not rule.synapses.learnable
+        # built (or loaded from the cache) here, not in a timed first step
+        self.native = (
+            rule.native
+            and self._native_f is not None
+            and not rule.synapses.learnable
+            and native_step() is not None
+        )
         self._all_W = (*(W for W, _ in self._params), self._out_params[0])
         self._all_b = (*(b for _, b in self._params), self._out_params[1])
         self._pool = [torch.empty(0)] * 5  # the compiled step's direction buffers, reused
@@ -148,9 +154,7 @@ class DenseSkipKernel:
         batch is short enough for that to show); compiled (:mod:`.rec_lra_native`) where that
         applies (fixed synapses, tanh or sigmoid, a CPU float32/float64 batch)."""
         if self.native and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-            compiled = native_step()
-            if compiled is not None:
-                return self._native_step(compiled, x, y)
+            return self._native_step(native_step(), x, y)
         z = x.flatten(1)
         bufs, h_L = self._forward(z)
         e_L, loss = output_error(h_L, y)

@@ -4,8 +4,9 @@ At batch 32–50 a rec-LRA step of the MLP 5×256 spends about a fifth of its ti
 forty small torch operators around its GEMMs from Python (``docs/PERFORMANCE.md``, section 2).
 ``rec_lra_native.cpp`` is the same step with the GEMMs left to ATen and the small and
 elementwise work — the output error, the errors ``z − y`` with their norms and bias sums — as
-loops over the stacked buffers, every direction set as ``.grad`` in C++. It is built on first
-use with :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja; about half a minute,
+loops over the stacked buffers, every direction set as ``.grad`` in C++. It is built when the
+first rule that can use it is made (not in a timed first step), with
+:func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja; about half a minute,
 then cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); where it
 cannot be built, :func:`native_step` warns once and returns ``None`` and the kernel stays in
 Python. The two agree to float rounding, which the tests check.
