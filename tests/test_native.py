@@ -152,3 +152,19 @@ def test_a_failed_build_warns_and_leaves_the_python_kernel(monkeypatch):
             assert rec_lra_native.native_step() is None
     finally:
         rec_lra_native.native_step.cache_clear()
+
+
+def test_the_build_is_tuned_to_the_cpu_under_a_name_of_its_own(tmp_path):
+    def flags_of(text):
+        path = tmp_path / "cpuinfo"
+        path.write_text(text)
+        return rec_lra_native.build_flags(path)
+
+    name, flags = flags_of("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert "-march=native" in flags and name.startswith("reclra_native_")
+    other, _ = flags_of("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert other != name  # another CPU never loads this build
+    assert flags_of("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")[0] == name
+    generic = ("reclra_native", ["-O3", "-fopenmp-simd"])
+    assert flags_of("processor\t: 0\nFeatures\t: fp asimd\n") == generic  # no x86 flags line
+    assert rec_lra_native.build_flags(tmp_path / "missing") == generic

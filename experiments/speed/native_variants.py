@@ -4,16 +4,21 @@
 
 Each variant is the library's ``src/reclra/rules/rec_lra_native.cpp`` with one change, built
 under its own name; every round times the library's build and each variant's on the same
-MLP 5×256 (the kernel's ``_native_step``, ``.grad`` reset to ``None`` before each call).
-Printed: the median µs per call and each variant's median ratio to the library's build.
+MLP 5×256 (the kernel's ``_native_step``, ``.grad`` reset to ``None`` before each call), then
+profiles each once for the errors loop's own time (``reclra::errors``). Printed: the median µs
+per call, each variant's median ratio to the library's build, and the errors loop's µs.
 
-- ``simd``: ``#pragma omp simd reduction`` on the errors loop, built with ``-fopenmp-simd``;
+- ``generic``: the first compiled step, no ``omp simd`` on the errors loop and no
+  ``-march=native`` (plain ``-O3``);
+- ``no-march``: the library's source without ``-march=native``;
 - ``segments``: the errors loop split into four row segments per layer, so that two threads
-  get equal shares of five layers, with ``simd`` as well;
-- ``march-native``: the library's source built with ``-march=native``;
+  get equal shares of five layers;
 - ``parallel-updates``: the first layer's update GEMM and the batched update GEMM of the other
   hidden layers run at the same time, one per thread (``at::parallel_for`` over the two: each
   GEMM then runs on one thread), instead of one after the other on both threads.
+
+The rules run in the same order in every round, the library's first; a variant identical to it
+measures that order's own effect.
 """
 
 from __future__ import annotations
@@ -25,16 +30,17 @@ from pathlib import Path
 
 import torch
 from _timing import median_us
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.cpp_extension import load
 
 from reclra.models import build_model
 from reclra.rules import build_rule
-from reclra.rules.rec_lra_native import SOURCE
+from reclra.rules.rec_lra_native import SOURCE, build_flags
 
-LOOP = """        T sq = 0;
-        for (int64_t c = 0; c < n; ++c) {"""
 SIMD_LOOP = """        T sq = 0;
 #pragma omp simd reduction(+ : sq)
+        for (int64_t c = 0; c < n; ++c) {"""
+LOOP = """        T sq = 0;
         for (int64_t c = 0; c < n; ++c) {"""
 
 SEGMENTED = r"""template <typename T>
@@ -113,14 +119,27 @@ def _segmented(source: str) -> str:
 def variants() -> dict[str, tuple[str, list[str]]]:
     """name → (source, extra compiler flags)."""
     source = SOURCE.read_text()
-    assert LOOP in source and UPDATES in source, "the library's step changed: update this script"
+    assert SIMD_LOOP in source and UPDATES in source, "the library's step changed: update this"
+    _, flags = build_flags()
+    generic = [f for f in flags if f not in ("-march=native", "-fopenmp-simd")]
     return {
-        "library": (source, ["-O3"]),
-        "simd": (source.replace(LOOP, SIMD_LOOP), ["-O3", "-fopenmp-simd"]),
-        "segments": (_segmented(source), ["-O3", "-fopenmp-simd"]),
-        "march-native": (source, ["-O3", "-march=native"]),
-        "parallel-updates": (source.replace(UPDATES, PARALLEL_UPDATES), ["-O3"]),
+        "library": (source, flags),
+        "generic": (source.replace(SIMD_LOOP, LOOP), generic),
+        "no-march": (source, [f for f in flags if f != "-march=native"]),
+        "segments": (_segmented(source), flags),
+        "parallel-updates": (source.replace(UPDATES, PARALLEL_UPDATES), flags),
     }
+
+
+def errors_us(call, steps: int = 50) -> float:
+    """The errors loop's own µs per call, from the torch profiler."""
+    for _ in range(10):
+        call()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            call()
+    (event,) = [e for e in prof.key_averages() if e.key == "reclra::errors"]
+    return event.self_cpu_time_total / steps
 
 
 def _call(kernel, step, params, x, y):
@@ -149,9 +168,9 @@ def main() -> None:
             path.write_text(source)
             steps[name] = load(f"reclra_variant_{path.stem}", [str(path)], extra_cflags=flags).step
     print(f"threads {torch.get_num_threads()} · µs per step, median of {args.rounds} rounds")
-    heads = [*steps, *(f"{name} / library" for name in steps)]
+    heads = [*steps, *(f"{name} / library" for name in steps), *(f"{n} errors loop" for n in steps)]
     print("| batch | " + " | ".join(heads) + " |")
-    print("| --- |" + " --- |" * (2 * len(steps)))
+    print("| --- |" + " --- |" * (3 * len(steps)))
     for batch in (int(b) for b in args.batch_size.split(",")):
         torch.manual_seed(0)
         net = build_model("mlp", input_shape=(784,), num_classes=10)
@@ -167,7 +186,8 @@ def main() -> None:
             f"{statistics.median(a / b for a, b in zip(t, times['library'], strict=True)):.3f}"
             for t in times.values()
         ]
-        print(f"| {batch} | " + " | ".join(medians) + " | " + " | ".join(ratios) + " |")
+        loops = [f"{errors_us(_call(kernel, s, params, x, y)):.0f}" for s in steps.values()]
+        print(f"| {batch} | " + " | ".join([*medians, *ratios, *loops]) + " |")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ On the MLP 5×256 tanh with fused Adam, printed per batch size:
 1. **profile**: for the plain torch backprop step (``backprop:error_norms=false``), the
    library's backprop (with error norms) and rec-LRA (compiled, and its kernel in Python), the
    torch profiler's self CPU time per step of the heaviest operators (µs, with calls per step),
-   the sum over all operators, and the step's wall time without the profiler (the difference is Python outside operators, plus the
-   profiler's own cost);
+   the sum over all operators, and the step's wall time without the profiler (the difference is
+   Python outside operators, plus the profiler's own cost);
 2. **adam**: what one Adam step costs at three depths of torch's stack over the model's 12
    tensors — ``Adam(fused=True).step()``, the functional ``torch.optim.adam.adam(fused=True)``,
    the ``torch._fused_adam_`` kernel alone — and the kernel over one flat tensor of the same size

@@ -106,6 +106,7 @@ void errors_(T* Y, const T* Z, T* norm, T* db, int64_t k, int64_t B, int64_t n) 
         T* yr = Y + (j * B + r) * n;
         const T* zr = Z + (j * B + r) * n;
         T sq = 0;
+#pragma omp simd reduction(+ : sq)
         for (int64_t c = 0; c < n; ++c) {
           const T e = zr[c] - yr[c];
           yr[c] = e;
