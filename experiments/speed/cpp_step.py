@@ -1,19 +1,18 @@
-"""The rec-LRA step out of Python: the whole-step kernel written against ATen in C++ (issue 8).
+"""The rec-LRA step out of Python, first try: the whole-step kernel as ATen calls in C++ (issue 8).
 
-    python experiments/speed/cpp_step.py --batch-size 32,50,500 --threads 2 --rounds 11
+    python experiments/speed/cpp_step.py --batch-size 32,50,500 --threads 2 --rounds 9
 
-Section 2 of ``docs/PERFORMANCE.md`` found that, against the plain torch backprop step, a ratio of
-0.70 at batch 32–50 leaves rec-LRA about 80–170 µs for all its own work, about what its own
-Python-dispatched torch operators cost in dispatch alone. This script measures how much of that
-overhead a compiled step removes: the same maths as ``DenseSkipKernel.step`` (MLP, ``skip``
-pathway, fixed synapses, ``tanh``, ε = 0) written as one C++ function over ATen operators
-(compiled with ``torch.utils.cpp_extension.load_inline``; needs a C++ compiler and ninja), which
-sets every ``.grad`` itself. It checks that the C++ step gives the library kernel's gradients,
-then times, interleaved in one process, with fused Adam: the plain backprop step
-(``cross_entropy(net(x), y).backward()``), the library's rec-LRA step and the C++ step, each a
-whole training step (``zero_grad``, ``compute_grads``, ``optimizer.step()``) on its own copy of
-the MLP 5×256. Printed: µs per step and the ratios to the plain backprop step, medians (IQR)
-over rounds, as a markdown table.
+The experiment that led to the library's compiled step (``src/reclra/rules/rec_lra_native.cpp``),
+kept as the variant it measured: the maths of ``DenseSkipKernel.step`` (MLP, ``skip`` pathway,
+fixed synapses, ``tanh``, ε = 0) as one C++ function made of ATen operators only — no hand
+loops, no reuse of the directions' buffers, the 1/B scale as a separate ``mul_`` — compiled with
+``torch.utils.cpp_extension.load_inline`` (a C++ compiler and ninja), setting every ``.grad``
+itself. It checks that this step gives the library's gradients, then times, interleaved in one
+process, with fused Adam: the plain backprop step (``cross_entropy(net(x), y).backward()``), the
+library's rec-LRA step (now its compiled step; ``--python`` for its kernel in Python, as when
+this script was written) and this C++ step, each a whole training step (``zero_grad``,
+``compute_grads``, ``optimizer.step()``) on its own copy of the MLP 5×256. Printed: µs per step
+and the ratios to the plain backprop step, medians (IQR) over rounds, as a markdown table.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _timing import timed_us
 from torch.utils.cpp_extension import load_inline
 
 from reclra.models import build_model
@@ -119,14 +119,14 @@ def check(ext) -> float:
     return diff
 
 
-def steps(ext, batch: int, seed: int = 0) -> dict[str, Callable[[], object]]:
+def steps(ext, batch: int, seed: int = 0, native: bool = True) -> dict[str, Callable[[], object]]:
     torch.manual_seed(seed)
     nets = [build_model("mlp", input_shape=(784,), num_classes=10) for _ in range(3)]
     for net in nets[1:]:
         net.load_state_dict(nets[0].state_dict())
     x, y = torch.rand(batch, 784), torch.randint(0, 10, (batch,))
     bp = build_rule("backprop", nets[0], error_norms=False)
-    rec = build_rule("rec-lra", nets[1])
+    rec = build_rule("rec-lra", nets[1], native=native)
     cpp = CppStep(ext, build_rule("rec-lra", nets[2]))
 
     def step_of(grads: Callable[..., object], params) -> Callable[[], None]:
@@ -146,19 +146,13 @@ def steps(ext, batch: int, seed: int = 0) -> dict[str, Callable[[], object]]:
     }
 
 
-def timed_us(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e6
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", default="32,50,500")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--python", action="store_true", help="the library's kernel in Python")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -171,7 +165,7 @@ def main() -> None:
     print("| batch | " + " | ".join(cols) + " |")
     print("| --- |" + " --- |" * len(cols))
     for batch in (int(b) for b in args.batch_size.split(",")):
-        fns = steps(ext, batch)
+        fns = steps(ext, batch, native=not args.python)
         for fn in fns.values():
             timed_us(fn, 10)
         times: dict[str, list[float]] = {name: [] for name in cols}

@@ -24,20 +24,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from _timing import timed_us
 
 from reclra.models import build_model
 from reclra.rules import build_rule
-
-
-def timed_us(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e6
 
 
 def pieces(batch: int, seed: int = 0) -> dict[str, Callable[[], object]]:
