@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,11 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.utils.cpp_extension
 
 from reclra import data
 from reclra.config import Config, merge_config
 
 TINY_TRAIN, TINY_TEST = 300, 100
+
+# rec-LRA's compiled step is built once, in the machine's cache, for every test and every process
+# a test starts: the fixtures that empty XDG_CACHE_HOME must not move it (a 30 s build each)
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", torch.utils.cpp_extension.get_default_build_root())
 
 
 def _write_idx_ubyte(path: Path, array: np.ndarray) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -168,3 +170,16 @@ def test_the_build_is_tuned_to_the_cpu_under_a_name_of_its_own(tmp_path):
     generic = ("reclra_native", ["-O3", "-fopenmp-simd"])
     assert flags_of("processor\t: 0\nFeatures\t: fp asimd\n") == generic  # no x86 flags line
     assert rec_lra_native.build_flags(tmp_path / "missing") == generic
+
+
+@needs_compiler
+def test_a_build_killed_midway_does_not_block_the_next():
+    """torch's lock file, left by a build killed before it could delete it, would make every
+    later process wait for ever; under the build lock it is known stale and removed."""
+    name, _ = rec_lra_native.build_flags()
+    directory = rec_lra_native.build_directory(name)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "lock").touch()  # what a killed build leaves
+    code = "from reclra.rules.rec_lra_native import native_step; assert native_step() is not None"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    assert not (directory / "lock").exists()

@@ -7,21 +7,30 @@ elementwise work — the output error, the errors ``z − y`` with their norms a
 loops over the stacked buffers, every direction set as ``.grad`` in C++. It is built when the
 first rule that can use it is made (not in a timed first step), with
 :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja; about half a minute,
-then cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); where it
-cannot be built, :func:`native_step` warns once and returns ``None`` and the kernel stays in
-Python. The two agree to float rounding, which the tests check.
+then cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``; a build
+killed midway does not block the next, :func:`build_lock`); where it cannot be built,
+:func:`native_step` warns once and returns ``None`` and the kernel stays in Python. The two agree
+to float rounding, which the tests check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
+import os
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["SOURCE", "build_flags", "native_step"]
+try:
+    import fcntl
+except ImportError:  # not POSIX: torch's own lock alone
+    fcntl = None
+
+__all__ = ["SOURCE", "build_directory", "build_flags", "build_lock", "native_step"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,29 @@ def build_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, list[str]]:
     return f"reclra_native_{digest}", [*flags, "-march=native"]
 
 
+def build_directory(name: str) -> Path:
+    """Where a build lives: under ``TORCH_EXTENSIONS_DIR`` (else torch's default cache folder),
+    one folder per Python version and build name."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    return Path(root) / f"py{sys.version_info[0]}{sys.version_info[1]}" / name
+
+
+@contextlib.contextmanager
+def build_lock(directory: Path) -> Iterator[None]:
+    """Held while the step is built or loaded: an OS file lock, which the system releases when its
+    process ends however it ends. torch's own lock (a ``lock`` file it creates and deletes) is left
+    behind by a build that was killed, and makes every later build wait for ever; under this lock
+    no live process can hold torch's, so a ``lock`` file found there is stale and removed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "reclra.lock", "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # waits while another process builds
+        (directory / "lock").unlink(missing_ok=True)
+        yield
+
+
 @functools.cache
 def native_step() -> Callable | None:
     """The compiled step (built once per machine and source), or ``None`` where it cannot be
@@ -54,8 +86,12 @@ def native_step() -> Callable | None:
         from torch.utils.cpp_extension import load
 
         name, flags = build_flags()
-        log.info("building the compiled rec-LRA step from %s (once; about 30 s)", SOURCE)
-        module = load(name=name, sources=[str(SOURCE)], extra_cflags=flags)
+        directory = build_directory(name)
+        log.info("building the compiled rec-LRA step in %s (once; about 30 s)", directory)
+        with build_lock(directory):
+            module = load(
+                name=name, sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(directory)
+            )
     except Exception as exc:  # no compiler, no ninja, a failed build: the Python kernel runs
         warnings.warn(
             f"the compiled rec-LRA step could not be built ({type(exc).__name__}: {exc}); "
