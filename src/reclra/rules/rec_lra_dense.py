@@ -91,7 +91,7 @@ class DenseSkipKernel:
         self._all_b = (*(b for _, b in self._params), self._out_params[1])
         self._pool = [torch.empty(0)] * 5  # the compiled step's direction buffers, reused
         self._buffers: dict[tuple, dict[str, Tensor]] = {}
-        self._fixed_stack: tuple[tuple, Tensor] | None = None
+        self._fixed_stack: tuple[tuple, Tensor, Tensor] | None = None
 
     @classmethod
     def for_rule(cls, rule: RecLRA) -> DenseSkipKernel | None:
@@ -135,15 +135,19 @@ class DenseSkipKernel:
             "_pool": [torch.empty(0)] * 5,
         }
 
-    def _synapse_stack(self) -> Tensor:
-        """``E_{L→i}`` stacked, ``(k, n, n_L)``; cached while fixed synapses are unchanged."""
-        E = [self.rule.E[key] for key in self.keys]
+    def _synapse_stack(self, transposed: bool = False) -> Tensor:
+        """``E_{L→i}`` stacked, ``(k, n, n_L)`` (``transposed``: ``(k, n_L, n)``); cached while
+        fixed synapses are unchanged."""
+        synapses = self.rule.E
+        E = [synapses[key] for key in self.keys]
         if self.rule.synapses.learnable:
-            return torch.stack(E)
+            stack = torch.stack(E)
+            return stack.transpose(1, 2) if transposed else stack
         stamp = tuple((e.data_ptr(), e._version) for e in E)
         if self._fixed_stack is None or self._fixed_stack[0] != stamp:
-            self._fixed_stack = (stamp, torch.stack(E))
-        return self._fixed_stack[1]
+            stack = torch.stack(E)
+            self._fixed_stack = (stamp, stack, stack.transpose(1, 2))
+        return self._fixed_stack[2 if transposed else 1]
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -173,9 +177,9 @@ class DenseSkipKernel:
         """:meth:`step` by the compiled function, which sets every ``.grad`` itself."""
         z = x.flatten(1)
         bufs = self._stacks(z)
-        E_t = self._synapse_stack().transpose(1, 2)  # (k, n_L, n)
+        E_t = self._synapse_stack(transposed=True)  # (k, n_L, n)
         beta = float(self.rule.betas[0])
-        loss, norm, *self._pool = compiled(
+        loss, *out = compiled(
             z,
             y,
             self._all_W,
@@ -188,7 +192,8 @@ class DenseSkipKernel:
             self._pool,
             float(self.rule.epsilon),
         )
-        norms = dict(zip((*self.hidden, self.L), norm.unbind(0), strict=True))
+        self._pool = out[:5]  # the directions' buffers, for the next step
+        norms = dict(zip((*self.hidden, self.L), out[5:], strict=True))
         return StepStats(loss=loss, error_norms=norms, depth=float(self.rule.pathway.depth))
 
     def _forward(self, z: Tensor) -> tuple[dict[str, Tensor], Tensor]:

@@ -127,8 +127,8 @@ void errors_(T* Y, const T* Z, T* norm, T* db, int64_t k, int64_t B, int64_t n) 
 // (hidden first); Et (k, n_L, n) the stacked fixed synapses transposed; H, Z (k, B, n) the
 // stacks (contiguous); pool the directions' buffers of the previous step (dW_{2..k}, dW_1, dW_L,
 // db_{1..k}, db_L; empty tensors at first); eps the adaptive depth's bound (a layer whose mean
-// error norm is below it is not updated: its GEMMs are not done). Returns the mean loss, the mean
-// error norms (k + 1,), output last, and the pool for the next step.
+// error norm is below it is not updated: its GEMMs are not done). Returns the mean loss, the pool
+// for the next step (five buffers), then every layer's mean error norm, the output's last.
 std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& y,
                              const std::vector<at::Tensor>& W, const std::vector<at::Tensor>& b,
                              const at::Tensor& Et, at::Tensor H, at::Tensor Z, double beta,
@@ -206,7 +206,10 @@ std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& y,
   for (int64_t i = 0; i < k; ++i) {
     if (learns[i]) give_grad(b[i], db.select(0, i));
   }
-  return {at::scalar_tensor(loss, opts), norms, pool[0], pool[1], pool[2], pool[3], pool[4]};
+  std::vector<at::Tensor> out = {at::scalar_tensor(loss, opts)};
+  out.insert(out.end(), pool.begin(), pool.end());
+  for (int64_t i = 0; i <= k; ++i) out.push_back(norms.select(0, i));
+  return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
