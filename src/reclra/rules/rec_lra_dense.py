@@ -78,9 +78,9 @@ class DenseSkipKernel:
         self._f_into = _INTO.get(common) if all(f is common for f in self._fs) else None
         self._out = net.layer(self.L)
         self._out_params = (self._out.op.weight, self._out.op.bias)
-        # the compiled step (rec_lra_native): fixed synapses, tanh or sigmoid, built at first use
+        # the compiled step (rec_lra_native) for fixed synapses and tanh or sigmoid layers: built
+        # (or loaded from the cache) here, not in a timed first step
         self._native_f = _NATIVE.get(self._f_into)
-        # built (or loaded from the cache) here, not in a timed first step
         self.native = (
             rule.native
             and self._native_f is not None
