@@ -167,6 +167,7 @@ def test_the_build_is_tuned_to_the_cpu_under_a_name_of_its_own(tmp_path):
     other, _ = flags_of("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
     assert other != name  # another CPU never loads this build
     assert flags_of("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")[0] == name
+    assert "-fopenmp" in flags  # at::parallel_for on torch's threads
     generic = ("reclra_native", ["-O3", "-fopenmp-simd"])
     assert flags_of("processor\t: 0\nFeatures\t: fp asimd\n") == generic  # no x86 flags line
     assert rec_lra_native.build_flags(tmp_path / "missing") == generic

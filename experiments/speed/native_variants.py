@@ -8,6 +8,9 @@ MLP 5×256 (the kernel's ``_native_step``, ``.grad`` reset to ``None`` before ea
 profiles each once for the errors loop's own time (``reclra::errors``). Printed: the median µs
 per call, each variant's median ratio to the library's build, and the errors loop's µs.
 
+- ``serial``: the library's build without OpenMP (``-fopenmp``), as it was until the errors
+  loop was found to run on one thread: ``at::parallel_for`` is inline, and runs its loop serially
+  in code compiled without OpenMP;
 - ``generic``: the first compiled step, no ``omp simd`` on the errors loop and no
   ``-march=native`` (plain ``-O3``);
 - ``no-march``: the library's source without ``-march=native``;
@@ -121,9 +124,10 @@ def variants() -> dict[str, tuple[str, list[str]]]:
     source = SOURCE.read_text()
     assert SIMD_LOOP in source and UPDATES in source, "the library's step changed: update this"
     _, flags = build_flags()
-    generic = [f for f in flags if f not in ("-march=native", "-fopenmp-simd")]
+    generic = [f for f in flags if f not in ("-march=native", "-fopenmp-simd", "-fopenmp")]
     return {
         "library": (source, flags),
+        "serial": (source, [f for f in flags if f != "-fopenmp"]),
         "generic": (source.replace(SIMD_LOOP, LOOP), generic),
         "no-march": (source, [f for f in flags if f != "-march=native"]),
         "segments": (_segmented(source), flags),
@@ -166,7 +170,9 @@ def main() -> None:
         for name, (source, flags) in variants().items():
             path = Path(tmp) / f"{name.replace('-', '_')}.cpp"
             path.write_text(source)
-            steps[name] = load(f"reclra_variant_{path.stem}", [str(path)], extra_cflags=flags).step
+            openmp = [flag for flag in flags if flag == "-fopenmp"]
+            module = load(f"reclra_variant_{path.stem}", [str(path)], flags, extra_ldflags=openmp)
+            steps[name] = module.step
     print(f"threads {torch.get_num_threads()} · µs per step, median of {args.rounds} rounds")
     heads = [*steps, *(f"{name} / library" for name in steps), *(f"{n} errors loop" for n in steps)]
     print("| batch | " + " | ".join(heads) + " |")

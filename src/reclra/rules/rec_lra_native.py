@@ -42,7 +42,9 @@ def build_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, list[str]]:
     """The build's name and compiler flags. Where the CPU's features can be read (x86 Linux),
     the build is tuned to them (``-march=native``: the errors loop runs 2× faster with AVX-512,
     ``docs/PERFORMANCE.md``) under a name holding their digest, so that a cache shared by
-    different machines never hands one a build for another CPU; elsewhere a generic build."""
+    different machines never hands one a build for another CPU, and with OpenMP (``-fopenmp``,
+    the runtime torch itself uses: without it ``at::parallel_for`` runs on one thread);
+    elsewhere a generic build, serial loops."""
     flags = ["-O3", "-fopenmp-simd"]
     try:
         lines = cpuinfo.read_text().splitlines()
@@ -52,7 +54,7 @@ def build_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, list[str]]:
     if features is None:
         return "reclra_native", flags
     digest = hashlib.sha256(features.encode()).hexdigest()[:12]
-    return f"reclra_native_{digest}", [*flags, "-march=native"]
+    return f"reclra_native_{digest}", [*flags, "-fopenmp", "-march=native"]
 
 
 def build_directory(name: str) -> Path:
@@ -90,7 +92,11 @@ def native_step() -> Callable | None:
         log.info("building the compiled rec-LRA step in %s (once; about 30 s)", directory)
         with build_lock(directory):
             module = load(
-                name=name, sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(directory)
+                name=name,
+                sources=[str(SOURCE)],
+                extra_cflags=flags,
+                extra_ldflags=[flag for flag in flags if flag == "-fopenmp"],
+                build_directory=str(directory),
             )
     except Exception as exc:  # no compiler, no ninja, a failed build: the Python kernel runs
         warnings.warn(
