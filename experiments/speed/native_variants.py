@@ -19,6 +19,10 @@ per call, each variant's median ratio to the library's build, and the errors loo
 - ``parallel-updates``: the first layer's update GEMM and the batched update GEMM of the other
   hidden layers run at the same time, one per thread (``at::parallel_for`` over the two: each
   GEMM then runs on one thread), instead of one after the other on both threads.
+- ``fused-sleef``: the bias, ``f`` and the errors in fewer passes: the forward GEMM without
+  the bias (no copy of it into the output), then one pass adding it and applying ``f``; the
+  targets' ``f`` inside the errors loop. ``f`` is ATen's vectorized one (``at::vec``, which calls
+  SLEEF's tanh and exp), not torch's ``tanh`` kernel.
 
 The rules run in the same order in every round, the library's first; a variant identical to it
 measures that order's own effect.
@@ -85,6 +89,134 @@ void errors_(T* Y, const T* Z, T* norm, T* db, int64_t k, int64_t B, int64_t n) 
 """
 
 
+# ``fused-sleef``: f evaluated inside the loops by ATen's vectorized functions (``at::vec``:
+# SLEEF's tanh and exp), so that the bias, f and the errors take one pass each fewer
+FUSED_HELPERS = r"""template <typename T>
+using Vec = at::vec::Vectorized<T>;
+
+// f on a vector of pre-activations, as ATen's CPU kernels of torch.tanh and torch.sigmoid
+template <typename T>
+struct Tanh {
+  Vec<T> operator()(const Vec<T>& v) const { return v.tanh(); }
+};
+template <typename T>
+struct Sigmoid {
+  Vec<T> operator()(const Vec<T>& v) const {
+    return ((Vec<T>(T(0)) - v).exp() + Vec<T>(T(1))).reciprocal();
+  }
+};
+
+// fn(Tanh<T>{}) or fn(Sigmoid<T>{}): the loops are compiled once per activation
+template <typename T, typename Fn>
+void with_activation(int64_t f, const Fn& fn) {
+  if (f == kTanh) {
+    fn(Tanh<T>{});
+  } else {
+    fn(Sigmoid<T>{});
+  }
+}
+
+// Rows per thread task for a pass over rows of n elements: ATen's grain for elementwise work
+int64_t row_grain(int64_t n) { return std::max<int64_t>(1, at::internal::GRAIN_SIZE / n); }
+
+// The forward pass's elementwise half, one pass over the GEMM's output h = W z (B, n): h += b,
+// z = f(h).
+template <typename T, typename F>
+void bias_activate_(T* h, T* z, const T* b, int64_t B, int64_t n, F f) {
+  constexpr int64_t V = Vec<T>::size();
+  at::parallel_for(0, B, row_grain(n), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      T* hr = h + r * n;
+      T* zr = z + r * n;
+      int64_t c = 0;
+      for (; c + V <= n; c += V) {
+        const Vec<T> v = Vec<T>::loadu(hr + c) + Vec<T>::loadu(b + c);
+        v.store(hr + c);
+        f(v).store(zr + c);
+      }
+      if (c < n) {
+        const int64_t m = n - c;
+        const Vec<T> v = Vec<T>::loadu(hr + c, m) + Vec<T>::loadu(b + c, m);
+        v.store(hr + c, m);
+        f(v).store(zr + c, m);
+      }
+    }
+  });
+}
+
+// In place on the displaced pre-activations H (k, B, n): Err = Z - f(H), the targets' f and the
+// errors in one pass. norm (k,) receives every layer's mean row norm, db (k, n) every layer's
+// batch mean of Err; the layers are split between threads.
+template <typename T, typename F>
+void errors_fused_(T* H, const T* Z, T* norm, T* db, int64_t k, int64_t B, int64_t n, F f) {
+  constexpr int64_t V = Vec<T>::size();
+  at::parallel_for(0, k, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> sums(n);
+    for (int64_t j = begin; j < end; ++j) {
+      std::fill(sums.begin(), sums.end(), T(0));
+      double total = 0.0;
+      for (int64_t r = 0; r < B; ++r) {
+        T* hr = H + (j * B + r) * n;
+        const T* zr = Z + (j * B + r) * n;
+        Vec<T> sq(T(0));
+        int64_t c = 0;
+        for (; c + V <= n; c += V) {
+          const Vec<T> e = Vec<T>::loadu(zr + c) - f(Vec<T>::loadu(hr + c));
+          e.store(hr + c);
+          (Vec<T>::loadu(sums.data() + c) + e).store(sums.data() + c);
+          sq = at::vec::fmadd(e, e, sq);
+        }
+        T row = at::vec::vec_reduce_all<T>([](Vec<T>& a, Vec<T>& b) { return a + b; }, sq);
+        if (c < n) {  // the tail: one partial vector
+          const int64_t m = n - c;
+          T e[V];
+          (Vec<T>::loadu(zr + c, m) - f(Vec<T>::loadu(hr + c, m))).store(e, m);
+          for (int64_t t = 0; t < m; ++t) {
+            hr[c + t] = e[t];
+            sums[c + t] += e[t];
+            row += e[t] * e[t];
+          }
+        }
+        total += std::sqrt(static_cast<double>(row));
+      }
+      norm[j] = static_cast<T>(total / B);
+      for (int64_t c = 0; c < n; ++c) db[j * n + c] = sums[c] / static_cast<T>(B);
+    }
+  });
+}
+
+"""
+FORWARD = """    at::addmm_out(Hi, b[i], z, W[i].t());
+    activate_out(Zi, Hi, f);
+"""
+FUSED_FORWARD = """    at::mm_out(Hi, z, W[i].t());
+    AT_DISPATCH_FLOATING_TYPES(H.scalar_type(), "rec_lra_forward", [&] {
+      const at::Tensor bias = b[i].contiguous();
+      with_activation<scalar_t>(f, [&](auto act) {
+        bias_activate_<scalar_t>(Hi.data_ptr<scalar_t>(), Zi.data_ptr<scalar_t>(),
+                                 bias.data_ptr<scalar_t>(), B, n, act);
+      });
+    });
+"""
+TARGETS = """  activate_out(H, H, f);"""
+TARGETS += """                                        // y_i = f(h_i - beta d_i)
+  AT_DISPATCH_FLOATING_TYPES(H.scalar_type(), "rec_lra_errors", [&] {
+    RECORD_FUNCTION("reclra::errors", std::vector<c10::IValue>());
+    errors_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
+                      norms.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(), k, B, n);
+  });
+"""
+FUSED_TARGETS = """  AT_DISPATCH_FLOATING_TYPES(H.scalar_type(), "rec_lra_errors", [&] {
+    RECORD_FUNCTION("reclra::errors", std::vector<c10::IValue>());
+    with_activation<scalar_t>(f, [&](auto act) {  // z_i - y_i, y_i = f(h_i - beta d_i)
+      errors_fused_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
+                              norms.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(), k, B, n, act);
+    });
+  });
+"""
+VEC_INCLUDES = "#include <ATen/cpu/vec/functional.h>\n#include <ATen/cpu/vec/vec.h>\n"
+
+
 UPDATES = """  if (learns[0]) {
     give_grad(W[0], scaled_mm(recycled(pool[1], W[0].sizes(), opts), H.select(0, 0).t(), x, inv));
   }
@@ -119,10 +251,31 @@ def _segmented(source: str) -> str:
     return source[:start] + SEGMENTED + source[end:]
 
 
+def _fused(source: str) -> str:
+    source = source.replace(FORWARD, FUSED_FORWARD).replace(TARGETS, FUSED_TARGETS)
+    source = source.replace(
+        "#include <ATen/record_function.h>\n", VEC_INCLUDES + "#include <ATen/record_function.h>\n"
+    )
+    end = source.index("}  // namespace")
+    return source[:end] + FUSED_HELPERS + source[end:]
+
+
+def _vec_capability() -> list[str]:
+    """The ``at::vec`` instruction set of this CPU, as ATen chooses its own."""
+    features = set(Path("/proc/cpuinfo").read_text().split())
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= features:
+        return ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
+    if {"avx2", "fma"} <= features:
+        return ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return []
+
+
 def variants() -> dict[str, tuple[str, list[str]]]:
     """name → (source, extra compiler flags)."""
     source = SOURCE.read_text()
-    assert SIMD_LOOP in source and UPDATES in source, "the library's step changed: update this"
+    assert all(part in source for part in (SIMD_LOOP, UPDATES, FORWARD, TARGETS)), (
+        "the library's step changed: update this"
+    )
     _, flags = build_flags()
     generic = [f for f in flags if f not in ("-march=native", "-fopenmp-simd", "-fopenmp")]
     return {
@@ -132,6 +285,7 @@ def variants() -> dict[str, tuple[str, list[str]]]:
         "no-march": (source, [f for f in flags if f != "-march=native"]),
         "segments": (_segmented(source), flags),
         "parallel-updates": (source.replace(UPDATES, PARALLEL_UPDATES), flags),
+        "fused-sleef": (_fused(source), [*flags, *_vec_capability()]),
     }
 
 
@@ -163,11 +317,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--variants", help="comma-separated names (default: all)")
     args = parser.parse_args()
+    chosen = variants()
+    if args.variants:
+        names = ["library", *(v for v in args.variants.split(",") if v != "library")]
+        unknown = [v for v in names if v not in chosen]
+        if unknown:
+            parser.error(f"unknown variants {unknown}; known: {', '.join(chosen)}")
+        chosen = {name: chosen[name] for name in names}
     torch.set_num_threads(args.threads)
     steps = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (source, flags) in variants().items():
+        for name, (source, flags) in chosen.items():
             path = Path(tmp) / f"{name.replace('-', '_')}.cpp"
             path.write_text(source)
             openmp = [flag for flag in flags if flag == "-fopenmp"]

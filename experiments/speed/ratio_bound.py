@@ -16,8 +16,14 @@ MLP 5×256 tanh with fused Adam:
 
 ``bound = (forward + updates + adam) / backprop``, per round, is the ratio of a rec-LRA step that
 spent *nothing* on targets, errors, displacements, bookkeeping or Python against the backprop step
-measured beside it: no implementation of rec-LRA with this optimizer can go below it here. The
-medians over rounds and their IQRs are printed, as a markdown table.
+measured beside it: no implementation of rec-LRA with this optimizer can go below it here.
+
+The same floor bounds the fraction of the machine's matmul peak a step can reach: ``% peak`` is
+rec-LRA's step FLOPs (counted as ``reclra bench`` counts them) per second of its measured step
+over the peak measured in the same round (``reclra.bench.matmul_peak``, a 2048×2048 GEMM), and
+``% peak bound`` the same FLOPs over the floor's time — what a step doing nothing but its
+forward pass, its update GEMMs and Adam would reach. The medians over rounds and their IQRs are
+printed, as a markdown table.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Callable
 import torch
 from _timing import timed_us
 
+from reclra.bench import matmul_peak, step_flops
 from reclra.models import build_model
 from reclra.rules import build_rule
 
@@ -80,13 +87,18 @@ def measure(batch: int, rounds: int, calls: int) -> dict[str, list[float]]:
     fns = pieces(batch)
     for fn in fns.values():
         timed_us(fn, 10)
-    times: dict[str, list[float]] = {name: [] for name in (*fns, "bound", "ratio")}
+    flops = step_flops(fns["rec-lra"])
+    names = (*fns, "bound", "ratio", "% peak", "% peak bound")
+    times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
+        peak = matmul_peak(torch.device("cpu")) * 1e3  # FLOP per µs
         for name, fn in fns.items():
             times[name].append(timed_us(fn, calls))
         floor = times["forward"][-1] + times["updates"][-1] + times["adam"][-1]
         times["bound"].append(floor / times["backprop"][-1])
         times["ratio"].append(times["rec-lra"][-1] / times["backprop"][-1])
+        times["% peak"].append(100 * flops / times["rec-lra"][-1] / peak)
+        times["% peak bound"].append(100 * flops / floor / peak)
     return times
 
 
@@ -101,7 +113,17 @@ def main() -> None:
     batches = [int(b) for b in args.batch_size.split(",")]
     print(f"threads {torch.get_num_threads()} · torch {torch.__version__} · µs per call, median")
     print(f"(IQR) over {args.rounds} interleaved rounds of {args.calls} calls")
-    cols = ("forward", "updates", "adam", "backprop", "rec-lra", "bound", "ratio")
+    cols = (
+        "forward",
+        "updates",
+        "adam",
+        "backprop",
+        "rec-lra",
+        "bound",
+        "ratio",
+        "% peak",
+        "% peak bound",
+    )
     print("| batch | " + " | ".join(cols) + " |")
     print("| --- |" + " --- |" * len(cols))
     for b in batches:
@@ -109,7 +131,9 @@ def main() -> None:
         cells = []
         for name in cols:
             q = statistics.quantiles(times[name], n=4)
-            fmt = ".3f" if name in ("bound", "ratio") else ".0f"
+            fmt = {"bound": ".3f", "ratio": ".3f", "% peak": ".1f", "% peak bound": ".1f"}.get(
+                name, ".0f"
+            )
             cells.append(f"{statistics.median(times[name]):{fmt}} ({q[2] - q[0]:{fmt}})")
         print(f"| {b} | " + " | ".join(cells) + " |")
 
