@@ -43,6 +43,20 @@ def test_it_builds_where_a_compiler_is():
 
 
 @needs_compiler
+def test_its_loops_run_on_torchs_threads():
+    """Built with OpenMP, at::parallel_for spreads the step's loops over torch's threads (without
+    it, the inline at::parallel_for runs them on one); the generic build stays serial."""
+    parallel = "-fopenmp" in rec_lra_native.build_flags()[1]
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            assert rec_lra_native.native_module().loop_threads() == (n if parallel else 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_compiler
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_the_compiled_step_is_the_python_kernel(activation, dtype, monkeypatch):
@@ -148,12 +162,12 @@ def test_a_failed_build_warns_and_leaves_the_python_kernel(monkeypatch):
         raise RuntimeError("no compiler found")
 
     monkeypatch.setattr(cpp, "load", no_compiler)
-    rec_lra_native.native_step.cache_clear()
+    rec_lra_native.native_module.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="could not be built .*no compiler found"):
             assert rec_lra_native.native_step() is None
     finally:
-        rec_lra_native.native_step.cache_clear()
+        rec_lra_native.native_module.cache_clear()
 
 
 def test_the_build_is_tuned_to_the_cpu_under_a_name_of_its_own(tmp_path):

@@ -212,6 +212,16 @@ std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& y,
   return out;
 }
 
+// How many threads at::parallel_for gives the step's loops: torch's thread count in a build with
+// OpenMP, 1 in one without (at::parallel_for is inline, and serial in code built without it)
+int64_t loop_threads() {
+  const int64_t n = at::get_num_threads();
+  std::vector<int> seen(n, 0);
+  at::parallel_for(0, n, 1, [&](int64_t, int64_t) { seen[at::get_thread_num()] = 1; });
+  return std::count(seen.begin(), seen.end(), 1);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("step", &step, "one rec-LRA step of a plain MLP on the skip pathway");
+  m.def("loop_threads", &loop_threads, "threads the step's loops run on");
 }

@@ -24,13 +24,21 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 try:
     import fcntl
 except ImportError:  # not POSIX: torch's own lock alone
     fcntl = None
 
-__all__ = ["SOURCE", "build_directory", "build_flags", "build_lock", "native_step"]
+__all__ = [
+    "SOURCE",
+    "build_directory",
+    "build_flags",
+    "build_lock",
+    "native_module",
+    "native_step",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +88,17 @@ def build_lock(directory: Path) -> Iterator[None]:
         yield
 
 
-@functools.cache
 def native_step() -> Callable | None:
     """The compiled step (built once per machine and source), or ``None`` where it cannot be
     built, with a warning naming why."""
+    module = native_module()
+    return None if module is None else module.step
+
+
+@functools.cache
+def native_module() -> ModuleType | None:
+    """The compiled extension: ``step``, and ``loop_threads()`` (the threads its loops run on:
+    torch's thread count, 1 in a build without OpenMP); ``None`` where it cannot be built."""
     try:
         from torch.utils.cpp_extension import load
 
@@ -103,7 +118,7 @@ def native_step() -> Callable | None:
             f"the compiled rec-LRA step could not be built ({type(exc).__name__}: {exc}); "
             "the rule runs its Python kernel (rec-lra:native=false silences this)",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         return None
-    return module.step
+    return module
