@@ -5,24 +5,32 @@
 Each variant is the library's ``src/reclra/rules/rec_lra_native.cpp`` with one change, built
 under its own name; every round times the library's build and each variant's on the same
 MLP 5×256 (the kernel's ``_native_step``, ``.grad`` reset to ``None`` before each call), then
-profiles each once for the errors loop's own time (``reclra::errors``). Printed: the median µs
-per call, each variant's median ratio to the library's build, and the errors loop's µs.
+profiles each once for the errors loop's own time (``reclra::errors``; where the variant has
+the one-pass ``reclra::targets_errors``, that pass, which also does the displacement and the
+targets' tanh). Printed: the median µs per call, each variant's median ratio to the library's
+build, and the errors loop's µs.
 
+- ``mkl-pass``: for tanh layers, the targets and their errors in one pass per block of rows
+  small enough to stay in cache (64 KiB): the displacement ``−β E_iᵀ e_L`` as ten multiply-adds
+  per value, MKL's ``vmsTanh`` (the function ``torch.tanh`` calls here, with the same mode, so
+  the same values) into a block buffer, then the errors, norms and bias sums — instead of the
+  library's three passes over the whole stack (the displacement GEMM, torch's ``tanh``, the
+  errors loop);
 - ``serial``: the library's build without OpenMP (``-fopenmp``), as it was until the errors
   loop was found to run on one thread: ``at::parallel_for`` is inline, and runs its loop serially
   in code compiled without OpenMP;
 - ``generic``: the first compiled step, no ``omp simd`` on the errors loop and no
   ``-march=native`` (plain ``-O3``);
 - ``no-march``: the library's source without ``-march=native``;
-- ``segments``: the errors loop split into four row segments per layer, so that two threads
-  get equal shares of five layers;
+- ``segments``: the errors loop split into four row segments per layer, so
+  that two threads get equal shares of five layers;
 - ``parallel-updates``: the first layer's update GEMM and the batched update GEMM of the other
   hidden layers run at the same time, one per thread (``at::parallel_for`` over the two: each
   GEMM then runs on one thread), instead of one after the other on both threads.
-- ``fused-sleef``: the bias, ``f`` and the errors in fewer passes: the forward GEMM without
-  the bias (no copy of it into the output), then one pass adding it and applying ``f``; the
-  targets' ``f`` inside the errors loop. ``f`` is ATen's vectorized one (``at::vec``, which calls
-  SLEEF's tanh and exp), not torch's ``tanh`` kernel.
+- ``fused-sleef``: the bias, ``f`` and the errors in fewer passes: the
+  forward GEMM without the bias (no copy of it into the output), then one pass adding it and
+  applying ``f``; the targets' ``f`` inside the errors loop. ``f`` is ATen's vectorized one
+  (``at::vec``, which calls SLEEF's tanh and exp), not torch's ``tanh`` kernel.
 
 The rules run in the same order in every round, the library's first; a variant identical to it
 measures that order's own effect.
@@ -214,7 +222,120 @@ FUSED_TARGETS = """  AT_DISPATCH_FLOATING_TYPES(H.scalar_type(), "rec_lra_errors
     });
   });
 """
+
+
 VEC_INCLUDES = "#include <ATen/cpu/vec/functional.h>\n#include <ATen/cpu/vec/vec.h>\n"
+
+# ``mkl-pass``: the targets and errors of tanh layers in one pass per block of rows
+# (targets_errors_): the displacement as C multiply-adds per value, MKL's tanh (vmsTanh, which
+# torch.tanh calls, with its mode) into a block buffer, the errors; three passes over the stack
+# (displacement GEMM, torch's tanh, errors loop) become one
+MKL_HELPERS = r"""
+// MKL's vector tanh, which torch.tanh calls on CPU (ATen's at::vml, with this mode:
+// VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE), so the fused pass computes torch's values.
+// torch's MKL builds export it (LP64: an int count); weak, so null where this torch has no MKL,
+// and the step then takes its three passes.
+extern "C" {
+__attribute__((weak)) void vmsTanh(int n, const float* a, float* r, long long mode);
+__attribute__((weak)) void vmdTanh(int n, const double* a, double* r, long long mode);
+}
+constexpr long long kVmlMode = 0x2 | 0x140000 | 0x100;
+
+template <typename T>
+struct MklTanh;
+template <>
+struct MklTanh<float> {
+  static bool available() { return vmsTanh != nullptr; }
+  static void apply(int64_t m, const float* a, float* r) {
+    vmsTanh(static_cast<int>(m), a, r, kVmlMode);
+  }
+};
+template <>
+struct MklTanh<double> {
+  static bool available() { return vmdTanh != nullptr; }
+  static void apply(int64_t m, const double* a, double* r) {
+    vmdTanh(static_cast<int>(m), a, r, kVmlMode);
+  }
+};
+
+// The targets and their errors in one pass, for tanh layers (MklTanh available): the rows of H
+// (k, B, n, holding h_i) are taken in blocks of one layer's rows small enough to stay in cache,
+// and for each block h - beta d (d = e_L E_i^T row by row: C multiply-adds per value), y =
+// tanh of that (MKL, into a block buffer), Err = Z - y into H, every row's norm and the bias
+// sums. e (B, C) and Et (k, C, n) contiguous; norm (k,) and db (k, n) as errors_ gives them.
+template <typename T>
+void targets_errors_(T* H, const T* Z, const T* e, const T* Et, T beta, T* norm, T* db, int64_t k,
+                     int64_t B, int64_t n, int64_t C) {
+  const int64_t block = std::max<int64_t>(1, 16384 / n);  // rows: 64 KiB of floats
+  const int64_t slots = at::get_num_threads();
+  std::vector<T> sums(slots * k * n, T(0));  // per thread, summed below
+  std::vector<double> totals(slots * k, 0.0);
+  at::parallel_for(0, k * B, block, [&](int64_t begin, int64_t end) {
+    T* my_sums = sums.data() + at::get_thread_num() * k * n;
+    double* my_totals = totals.data() + at::get_thread_num() * k;
+    std::vector<T> y(block * n);
+    for (int64_t r0 = begin; r0 < end;) {
+      const int64_t j = r0 / B;
+      const int64_t r1 = std::min({end, r0 + block, (j + 1) * B});
+      for (int64_t r = r0; r < r1; ++r) {  // h_i - beta d_i, in place
+        T* hr = H + r * n;
+        const T* er = e + (r - j * B) * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const T a = -beta * er[c];
+          const T* w = Et + (j * C + c) * n;
+#pragma omp simd
+          for (int64_t q = 0; q < n; ++q) hr[q] += a * w[q];
+        }
+      }
+      MklTanh<T>::apply((r1 - r0) * n, H + r0 * n, y.data());  // y_i = tanh(h_i - beta d_i)
+      T* s = my_sums + j * n;
+      for (int64_t r = r0; r < r1; ++r) {  // Err = z - y
+        T* hr = H + r * n;
+        const T* zr = Z + r * n;
+        const T* yr = y.data() + (r - r0) * n;
+        T sq = 0;
+#pragma omp simd reduction(+ : sq)
+        for (int64_t q = 0; q < n; ++q) {
+          const T err = zr[q] - yr[q];
+          hr[q] = err;
+          s[q] += err;
+          sq += err * err;
+        }
+        my_totals[j] += std::sqrt(static_cast<double>(sq));
+      }
+      r0 = r1;
+    }
+  });
+  for (int64_t j = 0; j < k; ++j) {
+    double total = 0.0;
+    for (int64_t t = 0; t < slots; ++t) total += totals[t * k + j];
+    norm[j] = static_cast<T>(total / B);
+    for (int64_t q = 0; q < n; ++q) {
+      T col = 0;
+      for (int64_t t = 0; t < slots; ++t) col += sums[(t * k + j) * n + q];
+      db[j * n + q] = col / static_cast<T>(B);
+    }
+  }
+}
+
+"""
+MKL_TARGETS = r"""  AT_DISPATCH_FLOATING_TYPES(H.scalar_type(), "rec_lra_errors", [&] {
+    if (f == kTanh && MklTanh<scalar_t>::available()) {  // one pass
+      RECORD_FUNCTION("reclra::targets_errors", std::vector<c10::IValue>());
+      const at::Tensor E_t = Et.contiguous();
+      targets_errors_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
+                                e.data_ptr<scalar_t>(), E_t.data_ptr<scalar_t>(),
+                                static_cast<scalar_t>(beta), norms.data_ptr<scalar_t>(),
+                                db.data_ptr<scalar_t>(), k, B, n, C);
+      return;
+    }
+    at::baddbmm_out(H, H, e.expand({k, B, C}), Et, 1.0, -beta);  // h_i - beta d_i
+    activate_out(H, H, f);                                        // y_i = f(h_i - beta d_i)
+    RECORD_FUNCTION("reclra::errors", std::vector<c10::IValue>());
+    errors_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
+                      norms.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(), k, B, n);
+  });
+"""
 
 
 UPDATES = """  if (learns[0]) {
@@ -270,16 +391,24 @@ def _vec_capability() -> list[str]:
     return []
 
 
+def _mkl_pass(source: str) -> str:
+    start = source.index("  at::baddbmm_out(H, H, e.expand")
+    end = source.index("  int64_t active = k;")
+    source = source[:start] + MKL_TARGETS + source[end:]
+    end = source.index("}  // namespace")
+    return source[:end] + MKL_HELPERS + source[end:]
+
+
 def variants() -> dict[str, tuple[str, list[str]]]:
     """name → (source, extra compiler flags)."""
     source = SOURCE.read_text()
-    assert all(part in source for part in (SIMD_LOOP, UPDATES, FORWARD, TARGETS)), (
-        "the library's step changed: update this"
-    )
+    parts = (SIMD_LOOP, UPDATES, FORWARD, TARGETS)
+    assert all(part in source for part in parts), "the library's step changed: update this"
     _, flags = build_flags()
     generic = [f for f in flags if f not in ("-march=native", "-fopenmp-simd", "-fopenmp")]
     return {
         "library": (source, flags),
+        "mkl-pass": (_mkl_pass(source), flags),
         "serial": (source, [f for f in flags if f != "-fopenmp"]),
         "generic": (source.replace(SIMD_LOOP, LOOP), generic),
         "no-march": (source, [f for f in flags if f != "-march=native"]),
@@ -296,7 +425,8 @@ def errors_us(call, steps: int = 50) -> float:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             call()
-    (event,) = [e for e in prof.key_averages() if e.key == "reclra::errors"]
+    loops = ("reclra::errors", "reclra::targets_errors")
+    (event,) = [e for e in prof.key_averages() if e.key in loops]
     return event.self_cpu_time_total / steps
 
 
