@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -46,14 +47,43 @@ def test_it_builds_where_a_compiler_is():
 def test_its_loops_run_on_torchs_threads():
     """Built with OpenMP, at::parallel_for spreads the step's loops over torch's threads (without
     it, the inline at::parallel_for runs them on one); the generic build stays serial."""
-    parallel = "-fopenmp" in rec_lra_native.build_flags()[1]
+    module = rec_lra_native.native_module()
+    name, flags = rec_lra_native.build_flags()
+    assert module.openmp == (module.__name__ == name and "-fopenmp" in flags)
     threads = torch.get_num_threads()
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            assert rec_lra_native.native_module().loop_threads() == (n if parallel else 1)
+            assert module.loop_threads() == (n if module.openmp else 1)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_compiler_without_openmp_gets_the_serial_build(monkeypatch, tmp_path):
+    """The OpenMP build failing (a compiler without it), the step is built without OpenMP under a
+    name of its own, rather than not at all."""
+    import torch.utils.cpp_extension as cpp
+
+    calls = []
+
+    def load(name, extra_cflags, extra_ldflags, **_):
+        calls.append((name, extra_cflags, extra_ldflags))
+        if "-fopenmp" in extra_cflags:
+            raise RuntimeError("omp.h: No such file or directory")
+        return SimpleNamespace(step=lambda *a: None)
+
+    monkeypatch.setattr(cpp, "load", load)
+    monkeypatch.setattr(
+        rec_lra_native, "build_flags", lambda: ("reclra_native_x", ["-O3", "-fopenmp"])
+    )
+    monkeypatch.setattr(rec_lra_native, "build_directory", lambda name: tmp_path / name)
+    rec_lra_native.native_module.cache_clear()
+    try:
+        assert rec_lra_native.native_step() is not None
+    finally:
+        rec_lra_native.native_module.cache_clear()
+    assert [c[0] for c in calls] == ["reclra_native_x", "reclra_native_x_serial"]
+    assert calls[1][1:] == (["-O3"], [])
 
 
 @needs_compiler

@@ -224,4 +224,9 @@ int64_t loop_threads() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("step", &step, "one rec-LRA step of a plain MLP on the skip pathway");
   m.def("loop_threads", &loop_threads, "threads the step's loops run on");
+#ifdef _OPENMP
+  m.attr("openmp") = true;
+#else
+  m.attr("openmp") = false;
+#endif
 }

@@ -95,24 +95,39 @@ def native_step() -> Callable | None:
     return None if module is None else module.step
 
 
+def _build(name: str, flags: list[str]) -> ModuleType:
+    """Build (or load from the cache) the extension under ``name`` with ``flags``."""
+    from torch.utils.cpp_extension import load
+
+    directory = build_directory(name)
+    log.info("building the compiled rec-LRA step in %s (once; about 30 s)", directory)
+    with build_lock(directory):
+        return load(
+            name=name,
+            sources=[str(SOURCE)],
+            extra_cflags=flags,
+            extra_ldflags=[flag for flag in flags if flag == "-fopenmp"],
+            build_directory=str(directory),
+        )
+
+
 @functools.cache
 def native_module() -> ModuleType | None:
-    """The compiled extension: ``step``, and ``loop_threads()`` (the threads its loops run on:
-    torch's thread count, 1 in a build without OpenMP); ``None`` where it cannot be built."""
+    """The compiled extension: ``step``, ``loop_threads()`` (the threads its loops run on:
+    torch's thread count, 1 in a build without OpenMP) and ``openmp`` (whether it was built with
+    it); ``None`` where it cannot be built. Where the OpenMP build fails (a compiler without
+    OpenMP), the same build without it, its loops serial, under a name of its own."""
+    name, flags = build_flags()
     try:
-        from torch.utils.cpp_extension import load
-
-        name, flags = build_flags()
-        directory = build_directory(name)
-        log.info("building the compiled rec-LRA step in %s (once; about 30 s)", directory)
-        with build_lock(directory):
-            module = load(
-                name=name,
-                sources=[str(SOURCE)],
-                extra_cflags=flags,
-                extra_ldflags=[flag for flag in flags if flag == "-fopenmp"],
-                build_directory=str(directory),
+        try:
+            return _build(name, flags)
+        except Exception as exc:
+            if "-fopenmp" not in flags:
+                raise
+            log.info(
+                "the OpenMP build failed (%s: %s); building without it", type(exc).__name__, exc
             )
+            return _build(f"{name}_serial", [flag for flag in flags if flag != "-fopenmp"])
     except Exception as exc:  # no compiler, no ninja, a failed build: the Python kernel runs
         warnings.warn(
             f"the compiled rec-LRA step could not be built ({type(exc).__name__}: {exc}); "
@@ -121,4 +136,3 @@ def native_module() -> ModuleType | None:
             stacklevel=3,
         )
         return None
-    return module
