@@ -381,7 +381,7 @@ def _fused(source: str) -> str:
     return source[:end] + FUSED_HELPERS + source[end:]
 
 
-def _vec_capability() -> list[str]:
+def vec_capability() -> list[str]:
     """The ``at::vec`` instruction set of this CPU, as ATen chooses its own."""
     features = set(Path("/proc/cpuinfo").read_text().split())
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= features:
@@ -414,7 +414,7 @@ def variants() -> dict[str, tuple[str, list[str]]]:
         "no-march": (source, [f for f in flags if f != "-march=native"]),
         "segments": (_segmented(source), flags),
         "parallel-updates": (source.replace(UPDATES, PARALLEL_UPDATES), flags),
-        "fused-sleef": (_fused(source), [*flags, *_vec_capability()]),
+        "fused-sleef": (_fused(source), [*flags, *vec_capability()]),
     }
 
 

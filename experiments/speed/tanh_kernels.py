@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from _timing import median_us
+from native_variants import vec_capability
 from torch.utils.cpp_extension import load
 
 SOURCE = r"""
@@ -64,16 +65,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 """
 
 
-def _capability() -> list[str]:
-    """The ``at::vec`` instruction set of this CPU, as ATen chooses its own."""
-    features = set(Path("/proc/cpuinfo").read_text().split())
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= features:
-        return ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
-    if {"avx2", "fma"} <= features:
-        return ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
-    return []
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -83,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tanh_kernels.cpp"
         path.write_text(SOURCE)
-        flags = ["-O3", "-fopenmp", "-march=native", *_capability()]
+        flags = ["-O3", "-fopenmp", "-march=native", *vec_capability()]
         ext = load("reclra_tanh_kernels", [str(path)], flags, extra_ldflags=["-fopenmp"])
     torch.manual_seed(0)
     x = torch.randn(5, 500, 256)
