@@ -59,6 +59,41 @@ def test_its_loops_run_on_torchs_threads():
         torch.set_num_threads(threads)
 
 
+def _ulps(a, b):
+    """Steps between float32 values of the same sign."""
+    return (a.view(torch.int32).long() - b.view(torch.int32).long()).abs()
+
+
+@needs_compiler
+def test_its_float32_tanh_is_within_6_ulp():
+    """The step's own float32 tanh (a rational approximation, ``fit_tanh.py``, which checks every
+    float) against float64 tanh rounded, on every 97th float up to 12 and their negatives."""
+    activate = rec_lra_native.native_module().activate
+    end = int(torch.tensor(12.0).view(torch.int32))
+    x = torch.arange(1, end, 97, dtype=torch.int32).view(torch.float32)
+    exact = torch.tanh(x.double()).float()
+    d = _ulps(activate(x, 0), exact)
+    assert d.max() <= 6 and (d == 0).float().mean() > 0.9
+    assert torch.equal(activate(-x, 0), -activate(x, 0))  # odd
+    special = torch.tensor([0.0, 9.02, 9.5, 1e30, float("inf"), -float("inf"), float("nan")])
+    y = activate(special, 0)
+    assert y[:6].tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, -1.0] and y[6].isnan()
+    for shape in [(3, 5), (7, 33), (0,)]:  # rows with tails, and nothing
+        h = torch.randn(shape)
+        torch.testing.assert_close(activate(h, 0), torch.tanh(h), rtol=1e-6, atol=4e-7)
+
+
+@needs_compiler
+def test_its_other_fs_are_torchs_to_rounding():
+    activate = rec_lra_native.native_module().activate
+    h = torch.randn(1000, 37, dtype=torch.float64) * 4
+    torch.testing.assert_close(activate(h, 0), torch.tanh(h), rtol=4e-16, atol=0)  # SLEEF's
+    for dtype in (torch.float32, torch.float64):
+        torch.testing.assert_close(activate(h.to(dtype), 1), torch.sigmoid(h.to(dtype)))
+    with pytest.raises(RuntimeError, match="f is 0 .tanh. or 1 .sigmoid., not 2"):
+        activate(h, 2)
+
+
 def test_a_compiler_without_openmp_gets_the_serial_build(monkeypatch, tmp_path):
     """The OpenMP build failing (a compiler without it), the step is built without OpenMP under a
     name of its own, rather than not at all."""
@@ -212,6 +247,10 @@ def test_the_build_is_tuned_to_the_cpu_under_a_name_of_its_own(tmp_path):
     assert other != name  # another CPU never loads this build
     assert flags_of("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")[0] == name
     assert "-fopenmp" in flags  # at::parallel_for on torch's threads
+    assert "-DCPU_CAPABILITY=AVX512" not in flags  # avx512f alone: not ATen's AVX-512 set
+    assert "-DCPU_CAPABILITY=AVX2" in flags_of("flags\t\t: avx2 fma\n")[1]
+    avx512 = "flags\t\t: avx2 fma avx512f avx512bw avx512vl avx512dq\n"
+    assert "-DCPU_CAPABILITY=AVX512" in flags_of(avx512)[1]
     generic = ("reclra_native", ["-O3", "-fopenmp-simd"])
     assert flags_of("processor\t: 0\nFeatures\t: fp asimd\n") == generic  # no x86 flags line
     assert rec_lra_native.build_flags(tmp_path / "missing") == generic

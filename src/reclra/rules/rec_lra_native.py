@@ -38,6 +38,7 @@ __all__ = [
     "build_lock",
     "native_module",
     "native_step",
+    "vec_capability",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,11 @@ SOURCE = Path(__file__).with_name("rec_lra_native.cpp")
 def build_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, list[str]]:
     """The build's name and compiler flags. Where the CPU's features can be read (x86 Linux),
     the build is tuned to them (``-march=native``: the errors loop runs 2× faster with AVX-512,
-    ``docs/PERFORMANCE.md``) under a name holding their digest, so that a cache shared by
-    different machines never hands one a build for another CPU, and with OpenMP (``-fopenmp``,
-    the runtime torch itself uses: without it ``at::parallel_for`` runs on one thread);
-    elsewhere a generic build, serial loops."""
+    ``docs/PERFORMANCE.md``; and ATen's vectors, ``at::vec``, of the widest instruction set ATen
+    itself would pick, :func:`vec_capability`) under a name holding their digest, so that a cache
+    shared by different machines never hands one a build for another CPU, and with OpenMP
+    (``-fopenmp``, the runtime torch itself uses: without it ``at::parallel_for`` runs on one
+    thread); elsewhere a generic build, serial loops, ``at::vec``'s portable vectors."""
     flags = ["-O3", "-fopenmp-simd"]
     try:
         lines = cpuinfo.read_text().splitlines()
@@ -62,7 +64,19 @@ def build_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, list[str]]:
     if features is None:
         return "reclra_native", flags
     digest = hashlib.sha256(features.encode()).hexdigest()[:12]
-    return f"reclra_native_{digest}", [*flags, "-fopenmp", "-march=native"]
+    native = ["-fopenmp", "-march=native", *vec_capability(set(features.split()))]
+    return f"reclra_native_{digest}", [*flags, *native]
+
+
+def vec_capability(features: set[str]) -> list[str]:
+    """The ``at::vec`` instruction set for an x86 CPU with these ``/proc/cpuinfo`` flags, as
+    ATen's own dispatch chooses it (AVX-512 where it has F, BW, VL and DQ; else AVX2 with FMA;
+    else none: the portable vectors)."""
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= features:
+        return ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
+    if {"avx2", "fma"} <= features:
+        return ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return []
 
 
 def build_directory(name: str) -> Path:
