@@ -59,6 +59,10 @@ def test_its_loops_run_on_torchs_threads():
         torch.set_num_threads(threads)
 
 
+def _activate(h, f):
+    return rec_lra_native.native_module().activate_(h.clone(), f)
+
+
 def _ulps(a, b):
     """Steps between float32 values of the same sign."""
     return (a.view(torch.int32).long() - b.view(torch.int32).long()).abs()
@@ -68,7 +72,7 @@ def _ulps(a, b):
 def test_its_float32_tanh_is_within_6_ulp():
     """The step's own float32 tanh (a rational approximation, ``fit_tanh.py``, which checks every
     float) against float64 tanh rounded, on every 97th float up to 12 and their negatives."""
-    activate = rec_lra_native.native_module().activate
+    activate = _activate
     end = int(torch.tensor(12.0).view(torch.int32))
     x = torch.arange(1, end, 97, dtype=torch.int32).view(torch.float32)
     exact = torch.tanh(x.double()).float()
@@ -85,13 +89,15 @@ def test_its_float32_tanh_is_within_6_ulp():
 
 @needs_compiler
 def test_its_other_fs_are_torchs_to_rounding():
-    activate = rec_lra_native.native_module().activate
+    activate = _activate
     h = torch.randn(1000, 37, dtype=torch.float64) * 4
     torch.testing.assert_close(activate(h, 0), torch.tanh(h), rtol=4e-16, atol=0)  # SLEEF's
     for dtype in (torch.float32, torch.float64):
         torch.testing.assert_close(activate(h.to(dtype), 1), torch.sigmoid(h.to(dtype)))
     with pytest.raises(RuntimeError, match=r"f is 0 \(tanh\) or 1 \(sigmoid\), not 2"):
         activate(h, 2)
+    with pytest.raises(RuntimeError, match="must be contiguous"):
+        rec_lra_native.native_module().activate_(h.t(), 0)
 
 
 def test_a_compiler_without_openmp_gets_the_serial_build(monkeypatch, tmp_path):

@@ -12,7 +12,7 @@ the programs well conditioned; the error is scaled by 10⁶ so that HiGHS's tole
 bound it). The fit's own error is 7e-9 (0.1 ulp); what remains is float32 rounding in the
 evaluation.
 
-``--check`` evaluates the library's build (``rec_lra_native``'s ``activate``, the step's own
+``--check`` evaluates the library's build (``rec_lra_native``'s ``activate_``, the step's own
 loops) on every non-negative float32 up to 12 (1.09e9 values; the function is odd) against
 ``torch.tanh`` in float64 rounded to float32, and prints the largest distance in ulps (units in
 the last place: steps between neighbouring floats), where it occurs and how often each distance
@@ -79,7 +79,7 @@ def check(activate, chunk: int = 1 << 25) -> None:
     for start in range(1, end + 1, chunk):
         x = torch.arange(start, min(start + chunk, end + 1), dtype=torch.int32).view(torch.float32)
         exact = torch.tanh(x.double()).float()
-        for name, y in (("step", activate(x, 0)), ("torch.tanh", torch.tanh(x))):
+        for name, y in (("step", activate(x.clone(), 0)), ("torch.tanh", torch.tanh(x))):
             d = ulps(y, exact)
             seen[name] += torch.bincount(d.clamp(max=63), minlength=64)
             i = int(d.argmax())
@@ -106,7 +106,7 @@ def main() -> None:
         module = native_module()
         if module is None:
             raise SystemExit("the compiled step could not be built here")
-        check(module.activate)
+        check(module.activate_)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
-"""Which ``tanh`` a fused loop of the compiled step could call, timed against torch's (issue 8).
+"""The ``tanh`` kernels the compiled step could call, timed against torch's (issue 8).
 
     python experiments/speed/tanh_kernels.py --threads 2 --rounds 9
 
 On the batch-500 stack of the MLP 5×256 (5 × 500 × 256 float32 values), in place, µs per call
 (median of ``rounds`` repetitions of 50 calls), interleaved:
 
-- ``torch.tanh``: torch's own CPU kernel (what the compiled step calls, one pass of its own);
+- ``torch.tanh``: torch's own CPU kernel, out of place (what the compiled step called before it
+  computed ``f`` inside its passes, and what ``rec-lra:native=false`` calls);
+- ``the step's tanh``: the compiled step's own float32 ``tanh`` (``rec_lra_native.cpp``, its
+  rational approximation, through the built step's ``activate_``), in place;
 - ``at::vec``: ATen's vectorized ``Vectorized<float>::tanh`` in a loop of our own, built with
   ``-march=native``, OpenMP and this CPU's ``at::vec`` instruction set — SLEEF's 1-ulp ``tanh``,
-  which a loop fusing ``f`` into the errors would call (``native_variants.py``, ``fused-sleef``);
+  what the step's passes call in float64 (``native_variants.py``, ``sleef-tanh``, in float32 too);
 - ``vmsTanh``: MKL's vector ``tanh`` (``VML_HA``, the mode ATen's ``at::vml`` uses), called from
   the extension once per thread's share (only where this torch exports it);
 - ``copy``: a plain copy of the same values, the memory traffic alone.
@@ -27,7 +30,7 @@ import torch
 from _timing import median_us
 from torch.utils.cpp_extension import load
 
-from reclra.rules.rec_lra_native import vec_capability
+from reclra.rules.rec_lra_native import native_module, vec_capability
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -47,33 +50,6 @@ void vec_tanh_(at::Tensor x) {
   });
 }
 
-// A rational minimax tanh, x P(x^2) / Q(x^2) of degrees 6 / 3 in x^2 on |x| <= 9.02 (where
-// float32 tanh rounds to 1), in at::vec
-template <typename V>
-inline V rational(V x) {
-  const V v = at::vec::clamp(x, V(-9.02f), V(9.02f)), t = v * v;
-  V a = at::vec::fmadd(t, V(-8.4360198947947e-14f), V(5.257766444444201e-11f));
-  a = at::vec::fmadd(a, t, V(-2.0183936300099958e-08f));
-  a = at::vec::fmadd(a, t, V(1.1144246855110396e-05f));
-  a = at::vec::fmadd(a, t, V(0.003103000344708562f));
-  a = at::vec::fmadd(a, t, V(0.1308315545320511f));
-  a = at::vec::fmadd(a, t, V(1.0f));
-  V b = at::vec::fmadd(t, V(0.00025447498774155974f), V(0.02449137717485428f));
-  b = at::vec::fmadd(b, t, V(0.4641648232936859f));
-  b = at::vec::fmadd(b, t, V(1.0f));
-  return v * a / b;
-}
-
-void rational_tanh_(at::Tensor x) {
-  using V = at::vec::Vectorized<float>;
-  float* p = x.data_ptr<float>();
-  at::parallel_for(0, x.numel(), 2048, [&](int64_t begin, int64_t end) {
-    int64_t i = begin;
-    for (; i + V::size() <= end; i += V::size()) rational(V::loadu(p + i)).store(p + i);
-    if (i < end) rational(V::loadu(p + i, end - i)).store(p + i, end - i);
-  });
-}
-
 bool has_vml() { return vmsTanh != nullptr; }
 
 void vml_tanh_(at::Tensor x) {
@@ -88,7 +64,6 @@ void vml_tanh_(at::Tensor x) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("vec_tanh_", &vec_tanh_);
   m.def("has_vml", &has_vml);
-  m.def("rational_tanh_", &rational_tanh_);
   m.def("vml_tanh_", &vml_tanh_);
 }
 """
@@ -119,7 +94,9 @@ def main() -> None:
         return call
 
     kernels = {"torch.tanh": lambda: torch.tanh(x, out=y), "at::vec": in_place(ext.vec_tanh_)}
-    kernels["rational"] = in_place(ext.rational_tanh_)
+    step = native_module()
+    if step is not None:
+        kernels["the step's tanh"] = in_place(lambda t: step.activate_(t, 0))
     if ext.has_vml():
         kernels["vmsTanh"] = in_place(ext.vml_tanh_)
     kernels["copy"] = lambda: y.copy_(x)

@@ -337,22 +337,22 @@ std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& y,
   return out;
 }
 
-// f as the step's passes compute it, on a copy of h (float32 or float64, any shape): what the
-// tests and experiments/speed/fit_tanh.py check against the exact function
-at::Tensor activate(const at::Tensor& h, int64_t f) {
+// f as the step's passes compute it, in place on h (contiguous, float32 or float64): what the
+// tests, experiments/speed/fit_tanh.py and tanh_kernels.py check and time
+at::Tensor activate_(at::Tensor h, int64_t f) {
   TORCH_CHECK(f == kTanh || f == kSigmoid, "f is 0 (tanh) or 1 (sigmoid), not ", f);
-  at::Tensor out = h.contiguous().clone();
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "rec_lra_activate", [&] {
-    scalar_t* p = out.data_ptr<scalar_t>();
+  TORCH_CHECK(h.is_contiguous(), "h must be contiguous");
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "rec_lra_activate", [&] {
+    scalar_t* p = h.data_ptr<scalar_t>();
     with_activation<scalar_t>(f, [&](auto act) {
-      at::parallel_for(0, out.numel(), at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, h.numel(), at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
         over_row<scalar_t>(end - begin, [&](int64_t c, int64_t m) {
           store(act(load(p + begin + c, m)), p + begin + c, m);
         });
       });
     });
   });
-  return out;
+  return h;
 }
 
 // How many threads at::parallel_for gives the step's loops: torch's thread count in a build with
@@ -366,7 +366,7 @@ int64_t loop_threads() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("step", &step, "one rec-LRA step of a plain MLP on the skip pathway");
-  m.def("activate", &activate, "f (0: tanh, 1: sigmoid) as the step computes it");
+  m.def("activate_", &activate_, "f (0: tanh, 1: sigmoid) as the step computes it, in place");
   m.def("loop_threads", &loop_threads, "threads the step's loops run on");
 #ifdef _OPENMP
   m.attr("openmp") = true;
