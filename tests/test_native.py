@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -127,10 +128,33 @@ def test_a_compiler_without_openmp_gets_the_serial_build(monkeypatch, tmp_path):
     assert calls[1][1:] == (["-O3"], [])
 
 
+@pytest.fixture(scope="module")
+def generic_build():
+    """The library's step built as where the CPU's features cannot be read (no -march=native, no
+    ATen vector capability): f by torch's kernels, the passes only the errors."""
+    name, flags = rec_lra_native.build_flags(Path("/nonexistent"))
+    return rec_lra_native._build(f"{name}_generic_test", flags)
+
+
 @needs_compiler
+def test_the_generic_build_gives_f_to_torchs_kernels(generic_build):
+    assert not generic_build.f_in_passes and rec_lra_native.native_module().f_in_passes == (
+        "-DCPU_CAPABILITY=AVX512" in rec_lra_native.build_flags()[1]
+        or "-DCPU_CAPABILITY=AVX2" in rec_lra_native.build_flags()[1]
+    )
+    h = torch.randn(7, 33) * 5
+    for f, exact in ((0, torch.tanh), (1, torch.sigmoid)):
+        assert torch.equal(generic_build.activate_(h.clone(), f), exact(h))
+
+
+@needs_compiler
+@pytest.mark.parametrize("build", ["tuned", "generic"])
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_the_compiled_step_is_the_python_kernel(activation, dtype, monkeypatch):
+def test_the_compiled_step_is_the_python_kernel(activation, dtype, build, monkeypatch, request):
+    if build == "generic":
+        monkeypatch.setattr(rec_lra_dense, "native_step", lambda: generic.step)
+        generic = request.getfixturevalue("generic_build")
     native, python = _rules(activation=activation, dtype=dtype, beta=0.3)
     assert native.kernel.native and not python.kernel.native
     calls = []

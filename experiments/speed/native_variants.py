@@ -12,9 +12,10 @@ ratio to the library's build, and the errors pass's µs.
 The variants (the library computes ``f`` inside its own passes, ``tanh`` in float32 by its
 rational approximation):
 
-- ``torch-f``: ``f`` by torch's own kernels, each a pass of its own, as the step was before
-  (``torch.addmm`` with the bias, then ``torch.tanh``; the targets' ``torch.tanh`` over the
-  stack, then the errors pass) — MKL's ``tanh`` in this torch;
+- ``torch-f``: ``f`` by torch's own kernels, each a pass of its own, as the step was before and
+  as the library's builds without an ATen vector capability still do (``torch.addmm`` with the
+  bias, then ``torch.tanh``; the targets' ``torch.tanh`` over the stack, then the errors pass) —
+  MKL's ``tanh`` in this torch;
 - ``sleef-tanh``: the library's passes with ATen's vectorized ``tanh`` (``at::vec``: SLEEF's,
   1 ulp) in float32 too;
 - ``layer-split``: the errors pass split between threads by layer, not by row segments (five
@@ -22,8 +23,10 @@ rational approximation):
 - ``serial-output-error``: the output error's rows on one thread;
 - ``serial``: the build without OpenMP (``at::parallel_for`` is inline, and runs its loop
   serially in code compiled without it);
-- ``portable-vec``: without ``CPU_CAPABILITY``: ``at::vec``'s portable vectors (what a CPU whose
-  features cannot be read gets), still ``-march=native``;
+- ``portable-vec``: without ``CPU_CAPABILITY`` (still ``-march=native``): at::vec's portable
+  vectors, with which the library gives ``f`` to torch's kernels (``torch-f``); before that rule,
+  this variant measured the passes computing ``f`` with the portable vectors
+  (``runs/fused/variants5.txt``: 1.48–1.69× slower);
 - ``parallel-updates``: the first layer's update GEMM and the batched update GEMM of the other
   hidden layers at the same time, one per thread (``at::parallel_for`` over the two: each GEMM
   then runs on one thread), instead of one after the other on both threads;
@@ -54,41 +57,11 @@ from reclra.models import build_model
 from reclra.rules import build_rule
 from reclra.rules.rec_lra_native import SOURCE, build_flags
 
-FORWARD = """    at::mm_out(Hi, z, W[i].t());
-    AT_DISPATCH_FLOATING_TYPES(H.scalar_type(), "rec_lra_forward", [&] {
-      const at::Tensor bias = b[i].contiguous();
-      with_activation<scalar_t>(f, [&](auto act) {
-        bias_activate_<scalar_t>(Hi.data_ptr<scalar_t>(), Zi.data_ptr<scalar_t>(),
-                                 bias.data_ptr<scalar_t>(), B, n, act);
+IN_PASSES = "constexpr bool kFInPasses = true;"
+TARGETS = """      with_activation<scalar_t>(f, [&](auto act) {  // Err = Z - f(H)
+        errors_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
+                          norms.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(), k, B, n, act);
       });
-    });
-"""
-TORCH_FORWARD = """    at::addmm_out(Hi, b[i], z, W[i].t());
-    activate_out(Zi, Hi, f);
-"""
-TARGETS = """    with_activation<scalar_t>(f, [&](auto act) {
-      errors_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
-                        norms.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(), k, B, n, act);
-    });
-"""
-TORCH_TARGETS = """    activate_out(H, H, f);  // y_i = f(h_i - beta d_i), then the errors alone
-    errors_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(), norms.data_ptr<scalar_t>(),
-                      db.data_ptr<scalar_t>(), k, B, n, Given<scalar_t>{});
-"""
-# torch's own f, and the errors pass given f(h) already
-TORCH_HELPERS = """void activate_out(at::Tensor& out, const at::Tensor& h, int64_t f) {
-  if (f == kTanh) {
-    at::tanh_out(out, h);
-  } else {
-    at::sigmoid_out(out, h);
-  }
-}
-
-template <typename T>
-struct Given {
-  Vec<T> operator()(const Vec<T>& y) const { return y; }
-};
-
 """
 RATIONAL = "template <>\nstruct Tanh<float> {"
 SEGMENTS = "std::min<int64_t>(B, 8)"
@@ -164,13 +137,13 @@ void errors_displaced_(T* H, const T* Z, const T* e, const T* Et, T beta, T* nor
 }
 
 """
-INLINE_TARGETS = """    const at::Tensor E_t = Et.contiguous();
-    with_activation<scalar_t>(f, [&](auto act) {
-      errors_displaced_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
-                                  e.data_ptr<scalar_t>(), E_t.data_ptr<scalar_t>(),
-                                  static_cast<scalar_t>(beta), norms.data_ptr<scalar_t>(),
-                                  db.data_ptr<scalar_t>(), k, B, n, C, act);
-    });
+INLINE_TARGETS = """      const at::Tensor E_t = Et.contiguous();
+      with_activation<scalar_t>(f, [&](auto act) {
+        errors_displaced_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
+                                    e.data_ptr<scalar_t>(), E_t.data_ptr<scalar_t>(),
+                                    static_cast<scalar_t>(beta), norms.data_ptr<scalar_t>(),
+                                    db.data_ptr<scalar_t>(), k, B, n, C, act);
+      });
 """
 
 
@@ -190,14 +163,13 @@ def _without_specialization(source: str, head: str) -> str:
 def variants() -> dict[str, tuple[str, list[str]]]:
     """name → (source, extra compiler flags)."""
     source = SOURCE.read_text()
-    parts = (FORWARD, TARGETS, RATIONAL, SEGMENTS, OUTPUT_BLOCK, UPDATES, DISPLACEMENT)
+    parts = (IN_PASSES, TARGETS, RATIONAL, SEGMENTS, OUTPUT_BLOCK, UPDATES, DISPLACEMENT)
     assert all(part in source for part in parts), "the library's step changed: update this"
     _, flags = build_flags()
-    torch_f = source.replace(FORWARD, TORCH_FORWARD).replace(TARGETS, TORCH_TARGETS)
     inline = source.replace(DISPLACEMENT, "").replace(TARGETS, INLINE_TARGETS)
     return {
         "library": (source, flags),
-        "torch-f": (_with_helpers(torch_f, TORCH_HELPERS), flags),
+        "torch-f": (source.replace(IN_PASSES, "constexpr bool kFInPasses = false;"), flags),
         "sleef-tanh": (_without_specialization(source, RATIONAL), flags),
         "layer-split": (source.replace(SEGMENTS, "1"), flags),
         "serial-output-error": (source.replace(OUTPUT_BLOCK, "const int64_t kRows = B;"), flags),

@@ -11,6 +11,12 @@
 //   H <- H - beta e_L E_stack^T               one batched GEMM adding onto H, in place
 //   Err = Z - f(H)                            with every row's norm and every bias sum, one pass
 //   dW_1 = Err_1^T x / B,  dW_{2..k} = Err_{2..k}^T Z_{1..k-1} / B,  dW_L = e_L^T z_k / B
+//
+// f is computed inside the passes only where ATen's vectors are built for the CPU (the x86
+// builds, CPU_CAPABILITY set by rec_lra_native.build_flags): with at::vec's portable vectors
+// those passes are 1.5-1.7x slower than torch's own kernels (docs/PERFORMANCE.md), so the
+// other builds give f to torch's kernels (at::addmm with the bias, at::tanh / at::sigmoid),
+// each a pass of its own, and the passes only the errors.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -25,6 +31,21 @@
 namespace {
 
 enum Activation : int64_t { kTanh = 0, kSigmoid = 1 };
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+constexpr bool kFInPasses = true;
+#else
+constexpr bool kFInPasses = false;
+#endif
+
+// f by torch's own kernel, a pass of its own
+void activate_out(at::Tensor& out, const at::Tensor& h, int64_t f) {
+  if (f == kTanh) {
+    at::tanh_out(out, h);
+  } else {
+    at::sigmoid_out(out, h);
+  }
+}
 
 template <typename T>
 using Vec = at::vec::Vectorized<T>;
@@ -65,6 +86,12 @@ struct Sigmoid {
   Vec<T> operator()(const Vec<T>& x) const {
     return ((Vec<T>(T(0)) - x).exp() + Vec<T>(T(1))).reciprocal();
   }
+};
+
+// What the errors pass applies where torch's kernel has computed f(h) already
+template <typename T>
+struct Given {
+  Vec<T> operator()(const Vec<T>& y) const { return y; }
 };
 
 // fn(Tanh<T>{}) or fn(Sigmoid<T>{}): the loops are compiled once per activation
@@ -265,14 +292,19 @@ std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& y,
   at::Tensor z = x;
   for (int64_t i = 0; i < k; ++i) {
     at::Tensor Hi = H.select(0, i), Zi = Z.select(0, i);
-    at::mm_out(Hi, z, W[i].t());
-    AT_DISPATCH_FLOATING_TYPES(H.scalar_type(), "rec_lra_forward", [&] {
-      const at::Tensor bias = b[i].contiguous();
-      with_activation<scalar_t>(f, [&](auto act) {
-        bias_activate_<scalar_t>(Hi.data_ptr<scalar_t>(), Zi.data_ptr<scalar_t>(),
-                                 bias.data_ptr<scalar_t>(), B, n, act);
+    if constexpr (kFInPasses) {
+      at::mm_out(Hi, z, W[i].t());
+      AT_DISPATCH_FLOATING_TYPES(H.scalar_type(), "rec_lra_forward", [&] {
+        const at::Tensor bias = b[i].contiguous();
+        with_activation<scalar_t>(f, [&](auto act) {
+          bias_activate_<scalar_t>(Hi.data_ptr<scalar_t>(), Zi.data_ptr<scalar_t>(),
+                                   bias.data_ptr<scalar_t>(), B, n, act);
+        });
       });
-    });
+    } else {
+      at::addmm_out(Hi, b[i], z, W[i].t());
+      activate_out(Zi, Hi, f);
+    }
     z = Zi;
   }
   at::Tensor e = at::addmm(b[k], z, W[k].t()).contiguous();  // h_L, then e_L in place
@@ -299,10 +331,17 @@ std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& y,
   at::baddbmm_out(H, H, e.expand({k, B, C}), Et, 1.0, -beta);  // h_i - beta d_i
   AT_DISPATCH_FLOATING_TYPES(H.scalar_type(), "rec_lra_errors", [&] {
     RECORD_FUNCTION("reclra::errors", std::vector<c10::IValue>());
-    with_activation<scalar_t>(f, [&](auto act) {
+    if constexpr (kFInPasses) {
+      with_activation<scalar_t>(f, [&](auto act) {  // Err = Z - f(H)
+        errors_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
+                          norms.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(), k, B, n, act);
+      });
+    } else {
+      activate_out(H, H, f);  // Y = f(H), then Err = Z - Y
       errors_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
-                        norms.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(), k, B, n, act);
-    });
+                        norms.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(), k, B, n,
+                        Given<scalar_t>{});
+    }
   });
   int64_t active = k;
   if (eps > 0) {
@@ -342,6 +381,10 @@ std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& y,
 at::Tensor activate_(at::Tensor h, int64_t f) {
   TORCH_CHECK(f == kTanh || f == kSigmoid, "f is 0 (tanh) or 1 (sigmoid), not ", f);
   TORCH_CHECK(h.is_contiguous(), "h must be contiguous");
+  if (!kFInPasses) {
+    activate_out(h, h, f);
+    return h;
+  }
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "rec_lra_activate", [&] {
     scalar_t* p = h.data_ptr<scalar_t>();
     with_activation<scalar_t>(f, [&](auto act) {
@@ -373,4 +416,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #else
   m.attr("openmp") = false;
 #endif
+  m.attr("f_in_passes") = kFInPasses;
 }
