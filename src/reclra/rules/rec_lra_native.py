@@ -3,14 +3,19 @@
 At batch 32–50 a rec-LRA step of the MLP 5×256 spends about a fifth of its time dispatching the
 forty small torch operators around its GEMMs from Python (``docs/PERFORMANCE.md``, section 2).
 ``rec_lra_native.cpp`` is the same step with the GEMMs left to ATen and the small and
-elementwise work — the output error, the errors ``z − y`` with their norms and bias sums — as
-loops over the stacked buffers, every direction set as ``.grad`` in C++. It is built when the
-first rule that can use it is made (not in a timed first step), with
+elementwise work — the output error, the bias and ``f`` after each forward GEMM, the targets'
+``f`` with the errors ``z − y``, their norms and bias sums — as loops over the stacked buffers,
+every direction set as ``.grad`` in C++. In float32 its ``tanh`` is its own, a rational
+approximation at most 6 ulp from the exact value (torch's is within 1;
+``experiments/speed/fit_tanh.py`` fits and checks it); builds without an ATen vector
+capability give ``f`` to torch's kernels instead (the extension's ``f_in_passes``). It is built
+when the first rule that can use it is made (not in a timed first step), with
 :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja; about half a minute,
 then cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``; a build
 killed midway does not block the next, :func:`build_lock`); where it cannot be built,
 :func:`native_step` warns once and returns ``None`` and the kernel stays in Python. The two agree
-to float rounding, which the tests check.
+to float rounding (float32: within the tolerance of the tests, which check it), and train to
+the same accuracy (``docs/PERFORMANCE.md``).
 """
 
 from __future__ import annotations
@@ -127,9 +132,11 @@ def _build(name: str, flags: list[str]) -> ModuleType:
 
 @functools.cache
 def native_module() -> ModuleType | None:
-    """The compiled extension: ``step``, ``loop_threads()`` (the threads its loops run on:
-    torch's thread count, 1 in a build without OpenMP) and ``openmp`` (whether it was built with
-    it); ``None`` where it cannot be built. Where the OpenMP build fails (a compiler without
+    """The compiled extension: ``step``, ``activate_(h, f)`` (``f``, 0 tanh or 1 sigmoid, in place
+    as the step computes it), ``loop_threads()`` (the threads its loops run on: torch's thread
+    count, 1 in a build without OpenMP), ``openmp`` (whether it was built with it) and
+    ``f_in_passes`` (whether its passes compute ``f``, or torch's kernels do); ``None`` where it
+    cannot be built. Where the OpenMP build fails (a compiler without
     OpenMP), the same build without it, its loops serial, under a name of its own."""
     name, flags = build_flags()
     try:
