@@ -26,6 +26,7 @@ from reclra.train import (
     DivergenceError,
     RunError,
     TrainingInterrupted,
+    _extremes,
     fit,
     read_checkpoint,
 )
@@ -384,6 +385,25 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(
     ckpt = read_checkpoint(run / CHECKPOINT)
     assert ckpt["epoch"] == 1 and all(t.isfinite().all() for t in ckpt["rule"].values())
     assert (run / BEST).is_file() and len((run / METRICS).read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "finite"),
+    [
+        (None, True),
+        (3.0e38, True),  # huge but finite: no overflow (a 2-norm would overflow)
+        (float("nan"), False),
+        (float("inf"), False),
+        (-float("inf"), False),
+    ],
+)
+def test_the_guards_extremes_are_finite_exactly_when_every_tensor_is(bad, finite) -> None:
+    tensors = [torch.randn(5, 7), torch.zeros(0), torch.randn(300, dtype=torch.float64)]
+    if bad is not None:
+        tensors[2][123] = bad
+    values = _extremes(tensors)
+    assert bool(torch.stack([v.float() for v in values]).isfinite().all()) == finite
+    assert _extremes([]) == []
 
 
 def test_skip_mode_skips_the_bad_batch(monkeypatch, tmp_path: Path, short_config) -> None:
