@@ -59,10 +59,10 @@ struct Tanh {
 
 // tanh in float32: x P(x^2) / Q(x^2), the rational minimax approximation of degrees 6 and 3 in
 // x^2 on |x| <= 9.02 (beyond it float32 tanh rounds to +-1), fitted by
-// experiments/speed/fit_tanh.py. At most 5 ulp from the correctly rounded tanh over every float
-// (checked exhaustively by that script; torch's CPU tanh, MKL's, is within 1), and 1.4-2x
-// cheaper than MKL's or SLEEF's, which were the step's largest cost beside its GEMMs
-// (docs/PERFORMANCE.md). NaN stays NaN; +-inf give +-1.
+// experiments/speed/fit_tanh.py. At most 6 ulp from the correctly rounded tanh over every float
+// (checked exhaustively by that script; torch's CPU tanh, MKL's, is within 1), and 1.2-1.4x
+// cheaper than MKL's (7x than SLEEF's); tanh was the step's largest cost beside its GEMMs and
+// Adam (docs/PERFORMANCE.md). NaN stays NaN; +-inf give +-1.
 template <>
 struct Tanh<float> {
   Vec<float> operator()(const Vec<float>& x) const {
