@@ -93,64 +93,47 @@ PARALLEL_UPDATES = """  if (active == k && k > 1) {  // the two update GEMMs at 
       give_grad(W[0], scaled_mm(recycled(pool[1], W[0].sizes(), opts), H.select(0, 0).t(), x, inv));
     }"""
 DISPLACEMENT = "  at::baddbmm_out(H, H, e.expand({k, B, C}), Et, 1.0, -beta);  // h_i - beta d_i\n"
-# ``inline-displacement``: errors_ with h - beta d_i computed row by row in the pass
-DISPLACED_ERRORS = r"""template <typename T, typename F>
-void errors_displaced_(T* H, const T* Z, const T* e, const T* Et, T beta, T* norm, T* db,
-                       int64_t k, int64_t B, int64_t n, int64_t C, F f) {
-  const int64_t S = k * B * n < (1 << 16) ? 1 : std::min<int64_t>(B, 8);
-  std::vector<T> partial(k * S * n, T(0));
-  std::vector<double> total(k * S, 0.0);
-  at::parallel_for(0, k * S, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t j = task / S, s = task % S;
-      T* sums = partial.data() + task * n;
-      for (int64_t r = s * B / S; r < (s + 1) * B / S; ++r) {
-        T* hr = H + (j * B + r) * n;
-        const T* zr = Z + (j * B + r) * n;
-        const T* er = e + r * C;
-        Vec<T> sq(T(0));
-        over_row<T>(n, [&](int64_t c, int64_t m) {
-          Vec<T> h = load(hr + c, m);
-          for (int64_t q = 0; q < C; ++q) {
-            h = at::vec::fmadd(Vec<T>(-beta * er[q]), load(Et + (j * C + q) * n + c, m), h);
-          }
-          const Vec<T> err = Vec<T>::set(Vec<T>(T(0)), load(zr + c, m) - f(h), m);
-          store(err, hr + c, m);
-          store(load(sums + c, m) + err, sums + c, m);
-          sq = at::vec::fmadd(err, err, sq);
-        });
-        const T row = at::vec::vec_reduce_all<T>([](Vec<T>& a, Vec<T>& b) { return a + b; }, sq);
-        total[task] += std::sqrt(static_cast<double>(row));
-      }
-    }
-  });
-  for (int64_t j = 0; j < k; ++j) {
-    double sum = 0.0;
-    for (int64_t s = 0; s < S; ++s) sum += total[j * S + s];
-    norm[j] = static_cast<T>(sum / B);
-    for (int64_t c = 0; c < n; ++c) {
-      T col = 0;
-      for (int64_t s = 0; s < S; ++s) col += partial[(j * S + s) * n + c];
-      db[j * n + c] = col / static_cast<T>(B);
-    }
+# ``inline-displacement``: errors_ given the output error and the synapses, h - beta d_i
+# computed row by row inside it (displaced), the batched displacement GEMM dropped
+ERRORS_HEAD = (
+    "void errors_(T* H, const T* Z, T* norm, T* db, int64_t k, int64_t B, int64_t n, F f) {"
+)
+DISPLACED_HEAD = (
+    "void errors_(T* H, const T* Z, T* norm, T* db, int64_t k, int64_t B, int64_t n, F f,\n"
+    "             const T* e_L, const T* Et, T beta, int64_t C) {"
+)
+TARGET_VALUE = "f(load(hr + c, m))"
+DISPLACED_VALUE = "f(displaced(load(hr + c, m), e_L + r * C, Et + j * C * n + c, beta, n, C, m))"
+ERRORS_DOC = "// In place on the displaced pre-activations H (k, B, n)"
+DISPLACED = """// h - beta d for m values of a row: d = e E_i^T, C multiply-adds per value
+// (er: the row of e_L, col: E_i^T (C, n) from the row's position)
+template <typename T>
+Vec<T> displaced(Vec<T> h, const T* er, const T* col, T beta, int64_t n, int64_t C, int64_t m) {
+  for (int64_t q = 0; q < C; ++q) {
+    h = at::vec::fmadd(Vec<T>(-beta * er[q]), load(col + q * n, m), h);
   }
+  return h;
 }
 
 """
 INLINE_TARGETS = """      const at::Tensor E_t = Et.contiguous();
       with_activation<scalar_t>(f, [&](auto act) {
-        errors_displaced_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
-                                    e.data_ptr<scalar_t>(), E_t.data_ptr<scalar_t>(),
-                                    static_cast<scalar_t>(beta), norms.data_ptr<scalar_t>(),
-                                    db.data_ptr<scalar_t>(), k, B, n, C, act);
+        errors_<scalar_t>(H.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
+                          norms.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(), k, B, n, act,
+                          e.data_ptr<scalar_t>(), E_t.data_ptr<scalar_t>(),
+                          static_cast<scalar_t>(beta), C);
       });
 """
 
 
-def _with_helpers(source: str, helpers: str) -> str:
-    """source with helpers added at the end of its anonymous namespace"""
-    end = source.index("}  // namespace")
-    return source[:end] + helpers + source[end:]
+def _inline_displacement(source: str) -> str:
+    source = source.replace(DISPLACEMENT, "").replace(TARGETS, INLINE_TARGETS)
+    source = source.replace(ERRORS_HEAD, DISPLACED_HEAD).replace(TARGET_VALUE, DISPLACED_VALUE)
+    source = source.replace(ERRORS_DOC, DISPLACED + ERRORS_DOC)
+    # the build without a vector capability calls errors_ too: give it the new parameters
+    return source.replace(
+        "Given<scalar_t>{});", "Given<scalar_t>{}, nullptr, nullptr, scalar_t(0), 0);"
+    )
 
 
 def _without_specialization(source: str, head: str) -> str:
@@ -164,9 +147,9 @@ def variants() -> dict[str, tuple[str, list[str]]]:
     """name → (source, extra compiler flags)."""
     source = SOURCE.read_text()
     parts = (IN_PASSES, TARGETS, RATIONAL, SEGMENTS, OUTPUT_BLOCK, UPDATES, DISPLACEMENT)
+    parts += (ERRORS_HEAD, TARGET_VALUE, ERRORS_DOC, "Given<scalar_t>{});")
     assert all(part in source for part in parts), "the library's step changed: update this"
     _, flags = build_flags()
-    inline = source.replace(DISPLACEMENT, "").replace(TARGETS, INLINE_TARGETS)
     return {
         "library": (source, flags),
         "torch-f": (source.replace(IN_PASSES, "constexpr bool kFInPasses = false;"), flags),
@@ -176,7 +159,7 @@ def variants() -> dict[str, tuple[str, list[str]]]:
         "serial": (source, [f for f in flags if f != "-fopenmp"]),
         "portable-vec": (source, [f for f in flags if not f.startswith("-DCPU_CAPABILITY")]),
         "parallel-updates": (source.replace(UPDATES, PARALLEL_UPDATES), flags),
-        "inline-displacement": (_with_helpers(inline, DISPLACED_ERRORS), flags),
+        "inline-displacement": (_inline_displacement(source), flags),
     }
 
 
